@@ -1,0 +1,1 @@
+"""fastflow: adaptive scanning microscopy."""

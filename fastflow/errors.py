@@ -1,0 +1,23 @@
+"""Exceptions raised by fastflow.
+
+Every error a user can cause derives from :class:`FastflowError`; its message says what was wrong and
+what to do. The command line prints that message on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class FastflowError(Exception):
+    """Base class of the errors a user can cause (bad input, bad configuration, unusable files)."""
+
+
+class InputError(FastflowError, ValueError):
+    """An argument, an image or a parameter is invalid (wrong shape, NaN, out of range, unknown name)."""
+
+
+class StoreError(FastflowError):
+    """A scan store cannot be created, opened, appended to or resumed."""
+
+
+class InstrumentError(FastflowError):
+    """The instrument refused a request or failed while measuring."""

@@ -1,0 +1,187 @@
+"""The ask/tell protocol every sampler speaks, and the bookkeeping they share.
+
+A scan loop is::
+
+    while not sampler.done:
+        indices = sampler.ask(batch_size)          # (m, 2) grid indices, m <= batch_size, in visiting order
+        values = instrument.measure(indices)       # whatever the instrument returns
+        store.append(...)                          # persist first: nothing acquired is ever lost
+        sampler.tell(indices, values)              # then let the sampler learn from it
+
+``ask`` never proposes a pixel that was already measured or is already pending, and never more pixels than
+remain. ``tell`` accepts any in-grid indices, not only the asked ones (a real stage may end up on a
+neighbouring pixel), so a sampler can also be restored from a stored scan by telling it every stored point.
+Each ``ask`` leaves a small JSON-ready record of what was decided in :attr:`BaseSampler.last_record` and each
+``tell`` returns one, for provenance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fastflow.errors import InputError
+from fastflow.grid import ScanGrid
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What a scan loop needs from a sampler."""
+
+    name: str
+    grid: ScanGrid
+
+    def ask(self, n: int) -> np.ndarray:
+        """Return up to ``n`` unmeasured grid indices, ``(m, 2)`` int64, in acquisition order."""
+        ...
+
+    def tell(self, indices: Any, values: Any) -> dict[str, Any]:
+        """Report measured ``values`` at ``indices``; return a record of what was learnt."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True when the sampler has nothing more to propose."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """JSON-ready parameters that, with the grid, rebuild this sampler."""
+        ...
+
+
+def check_coverage(value: Any, what: str = "coverage") -> float:
+    """Return ``value`` (a number, or a numeric string from a command line) as a float in ``(0, 1]``.
+
+    Raises
+    ------
+    InputError
+        Naming ``what``, if the value is not a number or lies outside ``(0, 1]`` (NaN included).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number in (0, 1]; got {value!r}")
+    try:
+        f = float(value)
+    except ValueError:
+        raise InputError(f"{what} must be a number in (0, 1]; got {value!r}") from None
+    if not 0.0 < f <= 1.0:  # also rejects NaN
+        raise InputError(f"{what} must be in (0, 1] (a fraction of the grid's pixels); got {value!r}")
+    return f
+
+
+def as_values(values: Any, n: int) -> np.ndarray:
+    """Check measured values and return them as an ``(n, channels)`` float64 array.
+
+    Raises
+    ------
+    InputError
+        If the count does not match ``n``, the array has more than two dimensions, or a value is NaN/inf.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise InputError(f"expected values for {n} points as (n,) or (n, channels); got shape {arr.shape}")
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise InputError(f"{bad} of {n} measured values are NaN or infinite; check the detector")
+    return arr
+
+
+class BaseSampler:
+    """Shared state for samplers: the measured mask, pending points, validation and records.
+
+    Subclasses implement :meth:`_propose` (and optionally :meth:`_observe`).
+
+    Parameters
+    ----------
+    grid : ScanGrid
+        The scan grid.
+    """
+
+    name = "base"
+
+    def __init__(self, grid: ScanGrid) -> None:
+        if not isinstance(grid, ScanGrid):
+            raise InputError(f"grid must be a ScanGrid; got {type(grid).__name__}")
+        self.grid = grid
+        self.measured = np.zeros(grid.shape, dtype=bool)
+        self._pending = np.zeros(grid.shape, dtype=bool)
+        self.n_measured = 0
+        self.n_told = 0
+        self.last_record: dict[str, Any] = {}
+
+    # -- protocol ---------------------------------------------------------------------------------
+    @property
+    def coverage(self) -> float:
+        """Fraction of grid pixels measured so far."""
+        return self.n_measured / self.grid.size
+
+    @property
+    def remaining(self) -> int:
+        """Pixels neither measured nor pending."""
+        return self.grid.size - int((self.measured | self._pending).sum())
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0 or self._exhausted()
+
+    def ask(self, n: int) -> np.ndarray:
+        """Return up to ``n`` new grid indices in acquisition order (empty when done).
+
+        Raises
+        ------
+        InputError
+            If ``n`` is not a positive integer.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"batch size must be a positive integer; got {n!r}")
+        n = min(int(n), self.remaining)
+        if n == 0 or self._exhausted():
+            self.last_record = {"sampler": self.name, "n": 0}
+            return np.empty((0, 2), dtype=np.int64)
+        indices, record = self._propose(n)
+        indices = self.grid.check_indices(indices)
+        flat = self.grid.ravel(indices)
+        taken = (self.measured | self._pending).ravel()[flat]
+        if taken.any() or len(np.unique(flat)) != len(flat) or len(flat) > n:
+            raise RuntimeError(f"{self.name} proposed measured, pending or duplicate pixels (a sampler bug)")
+        self._pending.ravel()[flat] = True
+        self.last_record = {"sampler": self.name, "n": int(len(indices)), **record}
+        return indices
+
+    def tell(self, indices: Any, values: Any) -> dict[str, Any]:
+        """Record measurements; returns a JSON-ready record.
+
+        Raises
+        ------
+        InputError
+            If indices are outside the grid, or values do not match them or are not finite.
+        """
+        idx = self.grid.check_indices(indices)
+        vals = as_values(values, len(idx))
+        flat = self.grid.ravel(idx)
+        new = ~self.measured.ravel()[flat]
+        self.measured.ravel()[flat] = True
+        self._pending.ravel()[flat] = False
+        self.n_measured = int(self.measured.sum())
+        self.n_told += len(idx)
+        record = {"told": int(len(idx)), "new_pixels": int(np.unique(flat[new]).size)}
+        record.update(self._observe(idx, vals))
+        return record
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    def _propose(self, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Return ``(indices, record)`` with at most ``n`` free pixels in acquisition order."""
+        raise NotImplementedError
+
+    def _observe(self, indices: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+        """Learn from new measurements (``values`` is ``(n, channels)``); return extra record fields."""
+        return {}
+
+    def _exhausted(self) -> bool:
+        """True when the sampler's own plan is complete even though pixels remain."""
+        return False

@@ -1,0 +1,212 @@
+"""The scan loop: ask the sampler, measure, persist, tell; snapshots, metrics and stop rules.
+
+Plain Python, usable from a notebook; the Prefect flows and the command line call :func:`run_scan`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fastflow.errors import InputError
+from fastflow.instruments.base import Instrument
+from fastflow.metrics import evaluate
+from fastflow.recon import reconstruct
+from fastflow.sampling.protocol import BaseSampler, check_coverage
+from fastflow.store import ScanStore
+
+#: Why a scan stopped, as recorded in the store's ``stop_reason`` attribute.
+STOP_COVERAGE = "coverage reached"
+STOP_SAMPLER = "sampler finished"
+STOP_TIME = "time budget reached"
+STOP_INTERRUPTED = "interrupted"
+
+
+@dataclass
+class StopRules:
+    """When a scan stops (whichever comes first).
+
+    Parameters
+    ----------
+    coverage : float
+        Fraction of grid pixels to measure, in (0, 1].
+    time_budget : float, optional
+        Acquisition seconds (as the instrument counts them) after which no new batch starts.
+    """
+
+    coverage: float = 1.0
+    time_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        self.coverage = check_coverage(self.coverage, "stop coverage")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise InputError(f"time budget must be a positive number of seconds; got {self.time_budget!r}")
+
+
+@dataclass
+class ScanResult:
+    """What a finished (or stopped) scan reports."""
+
+    stop_reason: str
+    n_points: int
+    coverage: float
+    acquisition_time: float
+    path_length: float
+    reconstruction: np.ndarray
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (without the image)."""
+        return {
+            "stop_reason": self.stop_reason,
+            "n_points": self.n_points,
+            "coverage": self.coverage,
+            "acquisition_time_s": self.acquisition_time,
+            "path_length": self.path_length,
+            "wall_time_s": self.wall_time,
+            "snapshots": self.snapshots,
+        }
+
+
+def parse_fractions(text: str | Sequence[float] | None, what: str = "snapshot coverage") -> list[float]:
+    """Parse ``"0.05,0.1"`` (or a sequence) into sorted unique fractions in (0, 1]."""
+    if text is None or text == "":
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return sorted({check_coverage(v.strip() if isinstance(v, str) else v, what) for v in items})
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-xxxxxx``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run_scan(
+    sampler: BaseSampler,
+    instrument: Instrument,
+    store: ScanStore,
+    *,
+    stop: StopRules,
+    batch_size: int = 50,
+    snapshots: Sequence[float] = (),
+    truth: np.ndarray | None = None,
+    recon_method: str = "idw",
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Run a scan until a stop rule holds, persisting every batch before the sampler sees it.
+
+    If ``store`` already holds measurements (a resumed scan), they are replayed into the sampler first and
+    the scan continues from there: nothing is measured twice. Stored times and stage path continue from the
+    stored points (start the instrument at the last stored position).
+
+    Parameters
+    ----------
+    sampler : BaseSampler
+        Decides where to measure.
+    instrument : Instrument
+        Measures values at grid indices.
+    store : ScanStore
+        Open for appending; left open (the caller closes it with the stop reason).
+    stop : StopRules
+        Target coverage and optional time budget.
+    batch_size : int
+        Points asked per step. Batches are shortened so that snapshots land exactly on their coverage.
+    snapshots : sequence of float
+        Coverages at which a reconstruction (and metrics, with ``truth``) is stored; the final state is
+        always stored too.
+    truth : ndarray, optional
+        Ground truth image for metrics (simulations).
+    recon_method : str
+        Reconstruction for snapshots and the final image (see :mod:`fastflow.recon`).
+    progress : callable, optional
+        Called as ``progress(n_measured, n_target)`` after each batch.
+
+    Returns
+    -------
+    ScanResult
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch size must be a positive integer; got {batch_size!r}")
+    grid = store.grid
+    n_total = grid.size
+    n_target = max(1, math.ceil(stop.coverage * n_total - 1e-9))
+    snap_targets = sorted({max(1, round(c * n_total)) for c in snapshots if c <= stop.coverage})
+    idx_parts, val_parts = [], []
+    done_snapshots = {int(round(c * n_total)) for c in store.snapshots()[0]}
+    t_wall = time.perf_counter()
+
+    t_offset = path_offset = 0.0
+    if store.n_points:  # resume: replay what is on disk, and continue its clock and stage path
+        m = store.measurements()
+        sampler.tell(m["indices"], m["values"])
+        idx_parts.append(m["indices"])
+        val_parts.append(m["values"][:, 0])
+        times = m["time"][np.isfinite(m["time"])]
+        t_offset = float(times.max()) if len(times) else 0.0
+        path_offset = float(np.hypot(*np.diff(m["positions"], axis=0).T).sum())
+    batch_no = int(store.attrs.get("n_batches", 0))
+
+    def snapshot(n_measured: int) -> None:
+        indices, values = np.concatenate(idx_parts), np.concatenate(val_parts)
+        image = reconstruct(grid, indices, values, method=recon_method)
+        metrics = evaluate(truth, image) if truth is not None else {}
+        cov = n_measured / n_total
+        store.add_snapshot(cov, image, metrics)
+        done_snapshots.add(n_measured)
+
+    stop_reason = STOP_SAMPLER
+    while True:
+        n_measured = sampler.n_measured
+        if n_measured >= n_target:
+            stop_reason = STOP_COVERAGE
+            break
+        if stop.time_budget is not None and t_offset + instrument.elapsed >= stop.time_budget:
+            stop_reason = STOP_TIME
+            break
+        if sampler.done:
+            break
+        limit = min(batch_size, n_target - n_measured)
+        upcoming = [t for t in snap_targets if t > n_measured]
+        if upcoming:
+            limit = min(limit, upcoming[0] - n_measured)
+        indices = sampler.ask(limit)
+        if len(indices) == 0:
+            break
+        measured = instrument.measure(indices)
+        store.append(indices, measured.values, positions=measured.positions, times=t_offset + measured.times,
+                     batch=batch_no)
+        batch_no += 1
+        idx_parts.append(indices)
+        val_parts.append(measured.values[:, 0])
+        sampler.tell(indices, measured.values)
+        if sampler.n_measured in snap_targets and sampler.n_measured not in done_snapshots:
+            snapshot(sampler.n_measured)
+        if progress is not None:
+            progress(sampler.n_measured, n_target)
+
+    if not idx_parts:
+        raise InputError("the scan measured no points; check the sampler and stop rules")
+    if sampler.n_measured not in done_snapshots:
+        snapshot(sampler.n_measured)
+    final = reconstruct(grid, np.concatenate(idx_parts), np.concatenate(val_parts), method=recon_method)
+    store.set_reconstruction(final, method=recon_method, coverage=sampler.coverage, n_points=store.n_points)
+    acquisition_time = t_offset + float(instrument.elapsed)
+    path_length = path_offset + float(instrument.path_length)
+    store.update_attrs(acquisition_time_s=acquisition_time, path_length=path_length, coverage_reached=sampler.coverage)
+    return ScanResult(
+        stop_reason=stop_reason,
+        n_points=store.n_points,
+        coverage=sampler.coverage,
+        acquisition_time=acquisition_time,
+        path_length=path_length,
+        reconstruction=final,
+        snapshots=store.snapshot_table(),
+        wall_time=time.perf_counter() - t_wall,
+    )

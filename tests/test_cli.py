@@ -1,0 +1,129 @@
+"""The `fastflow` command, run as a real subprocess: a happy path and every bad input of the foundation issue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+
+def fastflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastflow.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def smooth_npy(tmp_path_factory) -> Path:
+    yy, xx = np.mgrid[0:40, 0:56]
+    image = np.exp(-((yy - 20) ** 2 + (xx - 25) ** 2) / 200.0) + 0.3 * (xx / 56)
+    path = tmp_path_factory.mktemp("img") / "smooth.npy"
+    np.save(path, image)
+    return path
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_scan_json_report_store_and_figure(smooth_npy, tmp_path):
+    out = tmp_path / "run"
+    result = fastflow("scan", "--sample", str(smooth_npy), "--sampler", "halton", "--stop-coverage", "0.3",
+                      "--snapshots", "0.1,0.2", "--batch-size", "25", "--out", str(out), "--report", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)      # stdout holds exactly one JSON object
+    n_total = 40 * 56
+    assert report["stop_reason"] == "coverage reached"
+    assert report["n_points"] == round(0.3 * n_total) and abs(report["coverage"] - 0.3) < 1e-3
+    assert [round(s["coverage"], 3) for s in report["snapshots"]] == [0.1, 0.2, 0.3]
+    nrmse = [s["nrmse"] for s in report["snapshots"]]
+    assert nrmse[-1] < nrmse[0] < 0.2          # a smooth image is rebuilt well, better with more points
+    assert report["acquisition_time_s"] > report["n_points"] * 0.01   # dwell alone is 10 ms per point
+    assert report["run_id"] and Path(report["figure"]).stat().st_size > 10_000
+    ds = xr.open_zarr(report["store"], consolidated=False)
+    assert ds.sizes["point"] == report["n_points"]
+    assert ds.attrs["run_id"] == report["run_id"] and ds.attrs["sampler"]["name"] == "halton"
+    assert ds.attrs["stop_reason"] == "coverage reached" and ds.attrs["status"] == "complete"
+    assert json.loads((out / "report.json").read_text())["run_id"] == report["run_id"]
+
+
+def test_scan_text_report_default_folder(smooth_npy, tmp_path):
+    result = fastflow("scan", "--sample", str(smooth_npy), "--sampler", "raster", "--stop-coverage", "0.1",
+                      "--no-figure")
+    assert result.returncode == 0, result.stderr
+    assert "NRMSE" in result.stdout and "coverage reached" in result.stdout
+    store_line = next(line for line in result.stdout.splitlines() if line.startswith("store:"))
+    assert Path(store_line.split(maxsplit=1)[1]).is_dir()
+
+
+def test_lists():
+    samplers = fastflow("samplers")
+    assert samplers.returncode == 0
+    for name in ("raster", "random", "halton", "sobol", "spiral", "lissajous", "lines"):
+        assert name in samplers.stdout
+    samples = fastflow("samples")
+    assert samples.returncode == 0 and "flakes" in samples.stdout and "camera" in samples.stdout
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        (lambda d: np.zeros((8, 8, 3)), ["2-D"]),
+        (lambda d: np.zeros((0, 8)), ["empty"]),
+        (lambda d: np.where(np.eye(8) > 0, np.nan, 1.0), ["NaN"]),
+        (lambda d: np.where(np.eye(8) > 0, np.inf, 1.0), ["inf"]),
+    ],
+    ids=["3-D", "empty", "nan", "inf"],
+)
+def test_bad_images(tmp_path, make, fragments):
+    path = tmp_path / "bad.npy"
+    np.save(path, make(tmp_path))
+    out = tmp_path / "run"
+    assert_user_error(fastflow("scan", "--sample", str(path), "--out", str(out)), *fragments)
+    assert not out.exists()                     # nothing was created
+
+
+def test_path_that_is_not_an_image(tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("this is not a png")
+    assert_user_error(fastflow("scan", "--sample", str(fake), "--out", str(tmp_path / "r")), "photo.png")
+
+
+@pytest.mark.parametrize("coverage", ["0", "-0.1", "1.5", "nan", "abc"])
+def test_bad_coverage(smooth_npy, tmp_path, coverage):
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--stop-coverage", coverage,
+                               "--out", str(tmp_path / "r")), "coverage")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_sampler_and_sample(smooth_npy, tmp_path):
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--sampler", "zigzag"), "zigzag", "halton")
+    assert_user_error(fastflow("scan", "--sample", "no-such-sample"), "no-such-sample", "flakes")
+
+
+def test_existing_output_is_never_overwritten(smooth_npy, tmp_path):
+    out = tmp_path / "run"
+    first = fastflow("scan", "--sample", str(smooth_npy), "--stop-coverage", "0.05", "--out", str(out),
+                     "--report", "json", "--no-figure")
+    assert first.returncode == 0, first.stderr
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    second = fastflow("scan", "--sample", str(smooth_npy), "--stop-coverage", "0.1", "--out", str(out))
+    assert_user_error(second, str(out), "not empty")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert xr.open_zarr(out / "scan.zarr", consolidated=False).attrs["run_id"] == json.loads(first.stdout)["run_id"]
+
+
+def test_other_bad_options(smooth_npy, tmp_path):
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--noise", "loud:3"), "noise")
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--snapshots", "0.1,2"), "snapshots")
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--batch-size", "0"), "batch")
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--recon", "magic"), "magic")
