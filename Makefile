@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)  ## create or update the environment in .venv
 
-demo: $(STAMP)  ## the main job: a scan of the bundled flakes phantom on the simulated instrument
-	$(BIN)/fastflow scan --sample flakes --sampler halton --stop-coverage 0.2 --snapshots 0.05,0.1,0.15,0.2
+demo: $(STAMP)  ## the main job: an adaptive FAST scan of the bundled flakes phantom on the simulated instrument
+	$(BIN)/fastflow scan --sample flakes --sampler fast --stop-coverage 0.2 --snapshots 0.05,0.1,0.15,0.2
 
 test: $(STAMP)  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600

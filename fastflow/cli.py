@@ -49,6 +49,12 @@ def scan(
     settle: Annotated[float, typer.Option(help="Simulated settle time after each move, seconds.")] = 0.005,
     report: Annotated[str, typer.Option(help="Report format: text, or json (one JSON object on stdout).")] = "text",
     figure: Annotated[bool, typer.Option(help="Write a PNG figure of the run.")] = True,
+    route: Annotated[Optional[bool], typer.Option("--route/--no-route", help="Visit each batch along a short route (default: for samplers whose batches are sets).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="FAST: ERD model file (default: the model shipped with fastflow).")] = None,
+    initial_coverage: Annotated[float, typer.Option(help="FAST: coverage of the initial Halton scan.")] = 0.01,
+    diversity: Annotated[Optional[float], typer.Option(help="FAST: spread of each batch (0 = plain top-ERD) [default: the sampler's].")] = None,
+    explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
+    erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
 ) -> None:
     """Run a scan of a sample on the simulated instrument and store it."""
     from fastflow.figures import scan_figure
@@ -73,7 +79,13 @@ def scan(
     parse_noise(noise)
     image, sample_meta = load_sample(sample)
     grid = ScanGrid(image.shape, pixel_size=(pixel_size, pixel_size), units=units)
-    the_sampler = make_sampler(sampler, grid, coverage=stop.coverage, seed=seed)
+    options: dict[str, Any] = {}
+    if sampler.strip().lower() == "fast":
+        options = {"model": model, "initial_coverage": initial_coverage, "erd_stop": erd_stop}
+        options.update({k: v for k, v in (("diversity", diversity), ("explore", explore)) if v is not None})
+    elif model is not None:
+        raise InputError("--model applies to --sampler fast only")
+    the_sampler = make_sampler(sampler, grid, coverage=stop.coverage, seed=seed, **options)
     instrument = SimulatedInstrument(
         image, grid, noise=noise, dwell=dwell, speed=speed, settle=settle, seed=seed
     )
@@ -105,7 +117,7 @@ def scan(
     try:
         result = run_scan(
             the_sampler, instrument, store, stop=stop, batch_size=batch_size, snapshots=snaps,
-            truth=image, recon_method=recon, progress=bar.update_to,
+            truth=image, recon_method=recon, route=route, progress=bar.update_to,
         )
     except KeyboardInterrupt:
         bar.close()
@@ -141,6 +153,50 @@ def scan(
         typer.echo(json.dumps(jsonable(summary)))
     else:
         _print_report(summary)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="New or empty folder for the models, their cards and the selection report.")],
+    images: Annotated[str, typer.Option(help="Training images: comma-separated sample names, phantom:seed or files.")] = "default",
+    validation_images: Annotated[str, typer.Option(help="Images used only to choose c.")] = "default",
+    c: Annotated[str, typer.Option(help="Candidate c values, e.g. 2,4,8,16,32.")] = "2,4,8,16,32",
+    seed: Annotated[int, typer.Option(help="Seed of masks, rows, the kernel map and the network.")] = 0,
+    rows: Annotated[int, typer.Option(help="Training rows per mask.")] = 4000,
+    max_iter: Annotated[int, typer.Option(help="Maximum training epochs (early stopping on 10 % of rows).")] = 200,
+    max_side: Annotated[int, typer.Option(help="Training images are downscaled to this longer side.")] = 256,
+) -> None:
+    """Train ERD models for several c and keep the one whose simulated scans are best."""
+    from fastflow.erd.fit import DEFAULT_TRAINING, DEFAULT_VALIDATION, card_json, load_image_set, train_and_select
+
+    c_values = [float(v) for v in _split(c, "--c")]
+    if any(not (v > 0 and math.isfinite(v)) for v in c_values):
+        raise InputError(f"--c values must be positive numbers; got {c!r}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"output folder {out} already exists and is not empty; choose a new --out")
+    train_names = DEFAULT_TRAINING if images == "default" else _split(images, "--images")
+    val_names = DEFAULT_VALIDATION if validation_images == "default" else _split(validation_images, "--validation-images")
+    overlap = set(train_names) & set(val_names)
+    if overlap:
+        raise InputError(f"images used both for training and for choosing c: {', '.join(sorted(overlap))}")
+    training = load_image_set(train_names, max_side)
+    validation = load_image_set(val_names, max(96, max_side * 5 // 8))
+    model, scores, models = train_and_select(training, validation, c_values=c_values, seed=seed, rows=rows,
+                                             max_iter=max_iter, log=lambda m: typer.echo(m, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    for value, m in models.items():
+        m.save(out / f"erd-c{value:g}.npz")
+    model.save(out / "erd-model.npz")
+    (out / "model-card.json").write_text(card_json(model))
+    typer.echo(f"chosen c = {model.card['c']:g}; model: {out / 'erd-model.npz'}")
+    typer.echo(model.describe())
+
+
+def _split(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise InputError(f"{what} needs at least one value")
+    return items
 
 
 @app.command()

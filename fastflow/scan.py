@@ -18,6 +18,7 @@ from fastflow.errors import InputError
 from fastflow.instruments.base import Instrument
 from fastflow.metrics import evaluate
 from fastflow.recon import reconstruct
+from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.store import ScanStore
 
@@ -98,6 +99,7 @@ def run_scan(
     snapshots: Sequence[float] = (),
     truth: np.ndarray | None = None,
     recon_method: str = "idw",
+    route: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScanResult:
     """Run a scan until a stop rule holds, persisting every batch before the sampler sees it.
@@ -125,6 +127,9 @@ def run_scan(
         Ground truth image for metrics (simulations).
     recon_method : str
         Reconstruction for snapshots and the final image (see :mod:`fastflow.recon`).
+    route : bool, optional
+        Visit each batch along a short route from the stage's last position (:mod:`fastflow.route`).
+        Default: for samplers whose batches are sets (``sampler.ordered`` is false), not for trajectories.
     progress : callable, optional
         Called as ``progress(n_measured, n_target)`` after each batch.
 
@@ -152,6 +157,8 @@ def run_scan(
         t_offset = float(times.max()) if len(times) else 0.0
         path_offset = float(np.hypot(*np.diff(m["positions"], axis=0).T).sum())
     batch_no = int(store.attrs.get("n_batches", 0))
+    if route is None:
+        route = not getattr(sampler, "ordered", True)
 
     def snapshot(n_measured: int) -> None:
         indices, values = np.concatenate(idx_parts), np.concatenate(val_parts)
@@ -171,6 +178,7 @@ def run_scan(
             stop_reason = STOP_TIME
             break
         if sampler.done:
+            stop_reason = getattr(sampler, "stop_reason", None) or STOP_SAMPLER
             break
         limit = min(batch_size, n_target - n_measured)
         upcoming = [t for t in snap_targets if t > n_measured]
@@ -179,6 +187,9 @@ def run_scan(
         indices = sampler.ask(limit)
         if len(indices) == 0:
             break
+        if route:
+            here = grid.to_position(idx_parts[-1][-1:])[0] if idx_parts else np.asarray(grid.origin)
+            indices = indices[order_route(grid.to_position(indices), here)]
         measured = instrument.measure(indices)
         store.append(indices, measured.values, positions=measured.positions, times=t_offset + measured.times,
                      batch=batch_no)

@@ -127,3 +127,44 @@ def test_other_bad_options(smooth_npy, tmp_path):
     assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--snapshots", "0.1,2"), "snapshots")
     assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--batch-size", "0"), "batch")
     assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--recon", "magic"), "magic")
+
+
+def test_fast_scan_with_shipped_model(tmp_path):
+    image = tmp_path / "flakes.npy"
+    from fastflow.phantoms import flakes
+
+    np.save(image, flakes((60, 45), seed=9))
+    result = fastflow("scan", "--sample", str(image), "--sampler", "fast", "--stop-coverage", "0.15",
+                      "--batch-size", "20", "--snapshots", "0.05", "--out", str(tmp_path / "run"), "--report", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sampler"] == "fast" and report["stop_reason"] == "coverage reached"
+    ds = xr.open_zarr(report["store"], consolidated=False)
+    assert ds.attrs["sampler"]["name"] == "fast" and len(ds.attrs["sampler"]["model_hash"]) == 64
+    assert report["path_length"] > 0
+
+
+def test_train_then_scan_with_the_trained_model(tmp_path):
+    out = tmp_path / "models"
+    result = fastflow("train", "--out", str(out), "--images", "camera,grains:3", "--validation-images", "particles:4",
+                      "--c", "2,8", "--rows", "300", "--max-iter", "5", "--max-side", "64")
+    assert result.returncode == 0, result.stderr
+    assert "chosen c" in result.stdout
+    for name in ("erd-model.npz", "erd-c2.npz", "erd-c8.npz", "model-card.json"):
+        assert (out / name).is_file()
+    card = json.loads((out / "model-card.json").read_text())
+    assert card["training_images"] == ["camera", "grains:3"] and set(card["selection"]["scores"]) == {"2", "8"}
+    scan = fastflow("scan", "--sample", "coins", "--sampler", "fast", "--model", str(out / "erd-model.npz"),
+                    "--stop-coverage", "0.03", "--out", str(tmp_path / "run"), "--report", "json", "--no-figure")
+    assert scan.returncode == 0, scan.stderr
+    assert json.loads(scan.stdout)["n_points"] == round(0.03 * 303 * 384)
+
+
+def test_bad_model_and_training_inputs(tmp_path):
+    fake = tmp_path / "model.npz"
+    fake.write_bytes(b"\x00" * 100)
+    assert_user_error(fastflow("scan", "--sampler", "fast", "--model", str(fake)), "model.npz")
+    assert_user_error(fastflow("scan", "--sampler", "halton", "--model", str(fake)), "--model")
+    assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--c", "2,-1"), "--c")
+    assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--images", "camera",
+                               "--validation-images", "camera"), "camera")

@@ -423,14 +423,14 @@ def test_register_a_new_sampler(clean_registry):
         made.update(coverage=coverage, seed=seed, **options)
         return StaticSampler(grid, "raster", coverage=coverage)
 
-    register_sampler("fast", factory, "adaptive sampler")
-    assert available_samplers()["fast"] == "adaptive sampler"
-    sampler = make_sampler("fast", ScanGrid((8, 8)), coverage=0.25, seed=3, model="erd.npz")
+    register_sampler("experimental", factory, "adaptive sampler")
+    assert available_samplers()["experimental"] == "adaptive sampler"
+    sampler = make_sampler("experimental", ScanGrid((8, 8)), coverage=0.25, seed=3, model="erd.npz")
     assert sampler.n_points == 16 and made == {"coverage": 0.25, "seed": 3, "model": "erd.npz"}
     with pytest.raises(InputError, match="already registered"):
-        register_sampler("fast", factory, "again")
-    register_sampler("fast", factory, "replaced", replace=True)
-    assert available_samplers()["fast"] == "replaced"
+        register_sampler("experimental", factory, "again")
+    register_sampler("experimental", factory, "replaced", replace=True)
+    assert available_samplers()["experimental"] == "replaced"
 
 
 def test_register_a_lazy_sampler(clean_registry):

@@ -100,6 +100,9 @@ class BaseSampler:
     """
 
     name = "base"
+    ordered = True
+    """True when ``ask`` returns points in a sensible visiting order (a trajectory); False when a batch is a
+    set that the scan loop should visit along a short route (:func:`fastflow.route.order_route`)."""
 
     def __init__(self, grid: ScanGrid) -> None:
         if not isinstance(grid, ScanGrid):

@@ -128,3 +128,9 @@ def _make_static(
 
 for _name, (_, _description, _) in STATIC_PATTERNS.items():
     register_sampler(_name, partial(_make_static, _name), _description)
+
+register_sampler(
+    "fast",
+    "fastflow.sampling.slads:make_fast_sampler",
+    "FAST / SLADS-Net adaptive sampler: measures where the expected reduction in distortion is largest",
+)

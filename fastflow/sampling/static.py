@@ -585,6 +585,9 @@ STATIC_PATTERNS: dict[str, tuple[PatternFunction, str, bool]] = {
 """Pattern name -> ``(function, one-line description, uses_seed)``."""
 
 
+_PROGRESSIVE = ("random", "halton", "sobol")
+
+
 class StaticSampler(BaseSampler):
     """A sampler that visits a precomputed static pattern in order.
 
@@ -633,6 +636,7 @@ class StaticSampler(BaseSampler):
         if pattern not in STATIC_PATTERNS:
             raise InputError(f"unknown static pattern {pattern!r}; available: {', '.join(STATIC_PATTERNS)}")
         self.name = pattern
+        self.ordered = pattern not in _PROGRESSIVE   # progressive patterns: each batch is routed by the scan loop
         self.target_coverage = check_coverage(coverage)
         self.n_points = max(1, round(self.target_coverage * grid.size))
         self.seed = seed

@@ -1,0 +1,244 @@
+"""The FAST / SLADS-Net adaptive sampler: measure where the expected reduction in distortion (ERD) is largest.
+
+Loop (Kandel et al., Nat. Commun. 14, 5501, 2023; Zhang et al., EI 2018; Godaliyadda et al., IEEE TCI 2018):
+a low-discrepancy initial scan (1 % by default); then, for every unmeasured pixel, the six SLADS features of
+the IDW reconstruction (:mod:`fastflow.erd.features`) go through the ERD model (:mod:`fastflow.erd.model`),
+and each batch takes the pixels with the highest ERD. After a batch only the pixels whose neighbourhood
+changed are recomputed.
+
+Batch diversity. Taking the top ERD pixels greedily clusters a batch on one edge: the batch is chosen as if
+one point at a time were measured, and each chosen pixel discounts the ERD of the candidates around it by
+``1 - exp(-d² / (2 w²))`` with ``w = diversity × (distance of the chosen pixel to its nearest measurement)``,
+the same neighbourhood that measuring it would inform. An optional ``explore`` share of every batch continues
+the low-discrepancy pattern, so sparse regions keep being visited.
+
+Values are put on the declared 0-100 scale by robust percentiles of the initial scan, frozen; if later values
+leave that range by more than half of it, the scale is refitted on all values so far and everything is
+recomputed once (recorded in the tell record).
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastflow.erd.features import FeatureField, normalise, value_range
+from fastflow.erd.model import ERDModel
+from fastflow.errors import InputError
+from fastflow.grid import ScanGrid
+from fastflow.sampling.protocol import BaseSampler, check_coverage
+from fastflow.sampling.static import halton_pattern
+
+DEFAULT_MODEL = "erd-default.npz"
+_CANDIDATES_PER_POINT = 20
+_MIN_CANDIDATES = 512
+_TIE_BONUS = 1e-6
+"""ERD bonus per pixel of distance to the nearest measurement: decides between equal ERDs only."""
+
+
+def default_model_path() -> Path:
+    """Path of the ERD model shipped inside the package."""
+    return Path(str(resources.files("fastflow.data").joinpath(DEFAULT_MODEL)))
+
+
+def load_model(model: ERDModel | str | Path | None) -> ERDModel:
+    """An :class:`ERDModel` from a model, a file path, or ``None`` for the shipped default."""
+    if isinstance(model, ERDModel):
+        return model
+    return ERDModel.load(default_model_path() if model is None else Path(model))
+
+
+class FastSampler(BaseSampler):
+    """Adaptive FAST sampler.
+
+    Parameters
+    ----------
+    grid : ScanGrid
+        The scan grid.
+    model : ERDModel, path or None
+        The ERD model; ``None`` uses the model shipped with fastflow.
+    seed : int
+        Seed of the initial low-discrepancy pattern (and the exploration stream).
+    initial_coverage : float
+        Fraction of pixels of the initial Halton scan (FAST: 1 %).
+    diversity : float
+        Width factor of the ERD discount around points already chosen for a batch (0 = plain top-ERD).
+    explore : float
+        Share of every batch, in [0, 1), taken from the continued low-discrepancy pattern.
+    erd_stop : float, optional
+        Stop when the total ERD falls below this fraction of its value after the initial scan.
+    refresh_every : int
+        Recompute all features every this many batches (0 = never: local updates are exact).
+    """
+
+    name = "fast"
+    ordered = False  # batches are sets: the scan loop orders them along a short route
+
+    def __init__(
+        self,
+        grid: ScanGrid,
+        model: ERDModel | str | Path | None = None,
+        *,
+        seed: int = 0,
+        initial_coverage: float = 0.01,
+        diversity: float = 1.0,
+        explore: float = 0.0,
+        erd_stop: float | None = None,
+        refresh_every: int = 0,
+    ) -> None:
+        super().__init__(grid)
+        self.model = load_model(model)
+        self.seed = int(seed)
+        self.initial_coverage = check_coverage(initial_coverage, "initial coverage")
+        if not (diversity >= 0 and math.isfinite(diversity)):
+            raise InputError(f"diversity must be >= 0; got {diversity!r}")
+        if not 0 <= explore < 1:
+            raise InputError(f"explore must be in [0, 1); got {explore!r}")
+        if erd_stop is not None and not 0 < erd_stop < 1:
+            raise InputError(f"erd_stop must be in (0, 1); got {erd_stop!r}")
+        self.diversity, self.explore, self.erd_stop = float(diversity), float(explore), erd_stop
+        self.refresh_every = int(refresh_every)
+        card = self.model.card
+        self.field = FeatureField(grid.shape, k=int(card.get("k", 10)),
+                                  density_radius=float(card.get("density_radius", 8.0)))
+        n_init = max(self.field.k + 1, round(self.initial_coverage * grid.size))
+        self._initial = grid.ravel(halton_pattern(grid.shape, min(n_init, grid.size), seed=self.seed))
+        self._explore_stream = self._initial
+        self._explore_cursor = len(self._initial)
+        self.erd = np.zeros(grid.size, dtype=np.float32)
+        self.scale: tuple[float, float] | None = None
+        self.erd_start: float | None = None
+        self.steps = 0
+        self.stop_reason: str | None = None
+        self._raw = np.zeros(grid.size, dtype=np.float64)  # raw channel-0 values, for refitting the scale
+
+    # -- protocol ---------------------------------------------------------------------------------
+    @property
+    def adaptive(self) -> bool:
+        """True once the initial scan is measured and the ERD exists."""
+        return self.scale is not None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "initial_coverage": self.initial_coverage,
+            "diversity": self.diversity,
+            "explore": self.explore,
+            "erd_stop": self.erd_stop,
+            "refresh_every": self.refresh_every,
+            "model_hash": self.model.card.get("content_hash", self.model.content_hash()),
+            "model_c": self.model.card.get("c"),
+        }
+
+    def total_erd(self) -> float:
+        """Sum of the ERD over the pixels not yet measured."""
+        return float(self.erd.sum(dtype=np.float64))
+
+    def _exhausted(self) -> bool:
+        if self.erd_stop is not None and self.adaptive and self.erd_start:
+            if self.total_erd() < self.erd_stop * self.erd_start:
+                self.stop_reason = f"ERD below {self.erd_stop:g} of its initial total"
+                return True
+        return False
+
+    def _propose(self, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+        taken = (self.measured | self._pending).ravel()
+        if not self.adaptive:
+            rest = self._initial[~taken[self._initial]]
+            return self.grid.unravel(rest[:n]), {"phase": "initial"}
+        n_explore = min(n, int(round(self.explore * n)))
+        chosen = self._select(n - n_explore, taken)
+        taken = taken.copy()
+        taken[chosen] = True
+        extra = self._explore_points(n - len(chosen), taken)
+        record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_explore": int(len(extra))}
+        return self.grid.unravel(np.concatenate([chosen, extra])), record
+
+    def _observe(self, indices: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+        flat = self.grid.ravel(indices)
+        self._raw[flat] = values[:, 0]
+        if not self.adaptive:
+            if taken_all := bool(self.measured.ravel()[self._initial].all()):
+                self._start()
+            return {"phase": "initial", "initial_complete": taken_all}
+        self.steps += 1
+        lo, hi = self.scale
+        norm = normalise(values[:, 0], lo, hi)
+        if np.any(norm < -50) or np.any(norm > 150):   # far outside the frozen scale: refit once
+            self._start()
+            return {"phase": "adaptive", "rescaled": True, "scale": list(self.scale)}
+        full = self.refresh_every > 0 and self.steps % self.refresh_every == 0
+        changed = self.field.add(flat, norm, full=full)
+        self._predict(changed)
+        self.erd[flat] = 0.0
+        return {"phase": "adaptive", "updated": int(len(changed))}
+
+    # -- internals --------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """(Re)build the value scale, the features and the ERD from every measurement so far."""
+        measured = np.flatnonzero(self.measured.ravel())
+        self.scale = value_range(self._raw[measured])
+        self.field = FeatureField(self.grid.shape, k=self.field.k, density_radius=self.field.density_radius)
+        self.field.add(measured, normalise(self._raw[measured], *self.scale), full=True)
+        self.erd[:] = 0.0
+        self._predict(self.field.unmeasured())
+        if self.erd_start is None:
+            self.erd_start = self.total_erd()
+
+    def _predict(self, flat: np.ndarray) -> None:
+        if len(flat):
+            self.erd[flat] = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
+
+    def _select(self, n: int, taken: np.ndarray) -> np.ndarray:
+        """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""
+        free = int(taken.size - taken.sum())
+        n = min(n, free)
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        # ERD is clipped at 0, so flat regions tie; among ties prefer pixels far from any measurement
+        bonus = _TIE_BONUS * self.field.features[:, 2]
+        score = np.where(taken, -np.inf, self.erd + bonus)
+        m = min(free, max(_MIN_CANDIDATES, _CANDIDATES_PER_POINT * n))
+        cand = np.argpartition(score, score.size - m)[score.size - m:]
+        cand = cand[np.lexsort((cand, -score[cand]))]            # deterministic order: ERD, then pixel
+        s = score[cand].astype(np.float64)
+        if self.diversity == 0:
+            return cand[:n]
+        pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
+        width = self.diversity * np.maximum(self.field.features[cand, 2].astype(np.float64), 1.0)
+        picks = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            i = int(np.argmax(s))
+            picks[j] = i
+            d2 = ((pos - pos[i]) ** 2).sum(axis=1)
+            s *= -np.expm1(-d2 / (2.0 * width[i] ** 2))
+            s[i] = -np.inf
+        return cand[picks]
+
+    def _explore_points(self, n: int, taken: np.ndarray) -> np.ndarray:
+        """The next ``n`` free pixels of the seeded Halton stream that started with the initial scan."""
+        out: list[np.ndarray] = []
+        need = n
+        while need > 0:
+            if self._explore_cursor >= len(self._explore_stream):
+                if len(self._explore_stream) >= self.grid.size:
+                    break
+                size = min(self.grid.size, 2 * len(self._explore_stream))
+                self._explore_stream = self.grid.ravel(halton_pattern(self.grid.shape, size, seed=self.seed))
+            block = self._explore_stream[self._explore_cursor:self._explore_cursor + 4 * need + 16]
+            self._explore_cursor += len(block)
+            block = block[~taken[block]]
+            out.append(block[:need])
+            need -= len(out[-1])
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def make_fast_sampler(grid: ScanGrid, *, coverage: float = 1.0, seed: int | None = 0, **options: Any) -> FastSampler:
+    """Registry factory: ``coverage`` is the scan loop's business (the stop rule); the rest goes to FastSampler."""
+    check_coverage(coverage)
+    return FastSampler(grid, seed=0 if seed is None else int(seed), **options)

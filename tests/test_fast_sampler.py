@@ -1,0 +1,101 @@
+"""The FAST adaptive sampler: protocol, run to 100 %, determinism, stop rules, and that it beats random."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastflow.erd.model import ERDModel, ModelError
+from fastflow.errors import InputError
+from fastflow.evaluate import simulate
+from fastflow.grid import ScanGrid
+from fastflow.instruments import SimulatedInstrument
+from fastflow.phantoms import flakes
+from fastflow.sampling.registry import make_sampler
+from fastflow.sampling.slads import FastSampler, default_model_path
+from fastflow.scan import StopRules, run_scan
+from fastflow.store import ScanStore
+
+
+def drain(sampler, image, batch):
+    order = []
+    while not sampler.done:
+        idx = sampler.ask(batch)
+        if len(idx) == 0:
+            break
+        sampler.tell(idx, image[idx[:, 0], idx[:, 1]])
+        order.append(idx)
+    return np.concatenate(order)
+
+
+def test_shipped_model_loads_with_a_card():
+    model = ERDModel.load(default_model_path())
+    card = model.card
+    assert card["content_hash"] == model.content_hash()
+    assert card["c"] in (2.0, 4.0, 8.0, 16.0, 32.0) and card["selection"]["chosen_c"] == card["c"]
+    assert "flakes" not in " ".join(card["training_images"])           # the held-out sample is not trained on
+    assert {"coins", "cell"}.isdisjoint(card["training_images"])
+
+
+@pytest.mark.parametrize(("shape", "batch"), [((23, 31), 50), ((20, 20), 40), ((16, 25), 7)])
+def test_runs_cleanly_to_full_coverage(shape, batch):
+    image = flakes(shape, seed=3)
+    sampler = FastSampler(ScanGrid(shape), seed=1)
+    order = drain(sampler, image, batch)
+    assert len(order) == image.size == len(np.unique(order[:, 0] * shape[1] + order[:, 1]))
+    assert sampler.done and sampler.remaining == 0
+    assert len(sampler.ask(batch)) == 0                          # asking again is harmless
+
+
+def test_deterministic_per_seed():
+    image = flakes((60, 48), seed=2)
+    a = drain(FastSampler(ScanGrid(image.shape), seed=4), image, 30)
+    b = drain(FastSampler(ScanGrid(image.shape), seed=4), image, 30)
+    c = drain(FastSampler(ScanGrid(image.shape), seed=5), image, 30)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_initial_phase_then_adaptive_records():
+    image = flakes((50, 40), seed=1)
+    sampler = FastSampler(ScanGrid(image.shape), seed=0, initial_coverage=0.05)
+    first = sampler.ask(200)
+    assert len(first) == 100 and sampler.last_record["phase"] == "initial"   # the initial scan, not more
+    record = sampler.tell(first, image[first[:, 0], first[:, 1]])
+    assert record["initial_complete"] and sampler.adaptive
+    nxt = sampler.ask(20)
+    assert sampler.last_record["phase"] == "adaptive" and sampler.last_record["erd_max"] > 0
+    assert len(nxt) == 20
+
+
+def test_erd_stop_rule(tmp_path):
+    image = np.zeros((40, 40))
+    image[10:20, 10:20] = 1.0                                       # one small square: little to find
+    grid = ScanGrid(image.shape)
+    sampler = FastSampler(grid, seed=0, erd_stop=0.05)
+    store = ScanStore.create(tmp_path / "scan.zarr", grid)
+    result = run_scan(sampler, SimulatedInstrument(image, grid), store, stop=StopRules(coverage=1.0), batch_size=20)
+    assert result.stop_reason.startswith("ERD below")
+    assert result.coverage < 1.0
+    assert sampler.total_erd() < 0.05 * sampler.erd_start
+
+
+def test_beats_random_on_a_sparse_phantom_at_ten_percent():
+    image = flakes((120, 90), seed=7)
+    grid = ScanGrid(image.shape)
+    fast = simulate(FastSampler(grid, seed=0), image, [0.1], batch_size=25)[0]
+    rand = [simulate(make_sampler("random", grid, coverage=0.1, seed=s), image, [0.1])[0]["nrmse"]
+            for s in range(3)]
+    assert fast["nrmse"] < 0.8 * min(rand)
+
+
+def test_bad_options_and_bad_model(tmp_path):
+    grid = ScanGrid((20, 20))
+    with pytest.raises(InputError, match="explore"):
+        FastSampler(grid, explore=1.0)
+    with pytest.raises(InputError, match="erd_stop"):
+        FastSampler(grid, erd_stop=2.0)
+    bad = tmp_path / "model.npz"
+    bad.write_text("not a model")
+    with pytest.raises(ModelError, match="model.npz"):
+        FastSampler(grid, model=bad)
