@@ -99,3 +99,16 @@ def test_bad_options_and_bad_model(tmp_path):
     bad.write_text("not a model")
     with pytest.raises(ModelError, match="model.npz"):
         FastSampler(grid, model=bad)
+
+
+def test_tile_search_finds_exactly_the_top_scores():
+    image = flakes((203, 150), seed=1)          # grid sides that are not multiples of the tile size
+    sampler = FastSampler(ScanGrid(image.shape), seed=0, initial_coverage=0.05)
+    first = sampler.ask(image.size)
+    sampler.tell(first, image[first[:, 0], first[:, 1]])
+    score = sampler._score[sampler._pad(np.arange(image.size))]      # back on the grid's layout
+    for m in (1, 7, 512, 3000, 25000, image.size - sampler.n_measured):
+        got = sampler._top(m)
+        full = np.argpartition(score, score.size - m)[score.size - m:]
+        assert len(got) == len(np.unique(got)) == m
+        np.testing.assert_array_equal(np.sort(score[got]), np.sort(score[full]))

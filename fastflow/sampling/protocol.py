@@ -111,6 +111,7 @@ class BaseSampler:
         self.measured = np.zeros(grid.shape, dtype=bool)
         self._pending = np.zeros(grid.shape, dtype=bool)
         self.n_measured = 0
+        self.n_pending = 0
         self.n_told = 0
         self.last_record: dict[str, Any] = {}
 
@@ -123,7 +124,11 @@ class BaseSampler:
     @property
     def remaining(self) -> int:
         """Pixels neither measured nor pending."""
-        return self.grid.size - int((self.measured | self._pending).sum())
+        return self.grid.size - self.n_measured - self.n_pending
+
+    def is_taken(self, flat: np.ndarray) -> np.ndarray:
+        """Whether pixels (row-major numbers ``flat``) are measured or pending."""
+        return self.measured.ravel()[flat] | self._pending.ravel()[flat]
 
     @property
     def done(self) -> bool:
@@ -146,10 +151,10 @@ class BaseSampler:
         indices, record = self._propose(n)
         indices = self.grid.check_indices(indices)
         flat = self.grid.ravel(indices)
-        taken = (self.measured | self._pending).ravel()[flat]
-        if taken.any() or len(np.unique(flat)) != len(flat) or len(flat) > n:
+        if self.is_taken(flat).any() or len(np.unique(flat)) != len(flat) or len(flat) > n:
             raise RuntimeError(f"{self.name} proposed measured, pending or duplicate pixels (a sampler bug)")
         self._pending.ravel()[flat] = True
+        self.n_pending += len(flat)
         self.last_record = {"sampler": self.name, "n": int(len(indices)), **record}
         return indices
 
@@ -165,11 +170,14 @@ class BaseSampler:
         vals = as_values(values, len(idx))
         flat = self.grid.ravel(idx)
         new = ~self.measured.ravel()[flat]
-        self.measured.ravel()[flat] = True
-        self._pending.ravel()[flat] = False
-        self.n_measured = int(self.measured.sum())
+        fresh = np.unique(flat[new])
+        was_pending = np.unique(flat[self._pending.ravel()[flat]])
+        self.measured.ravel()[fresh] = True
+        self._pending.ravel()[was_pending] = False
+        self.n_measured += len(fresh)
+        self.n_pending -= len(was_pending)
         self.n_told += len(idx)
-        record = {"told": int(len(idx)), "new_pixels": int(np.unique(flat[new]).size)}
+        record = {"told": int(len(idx)), "new_pixels": int(len(fresh))}
         record.update(self._observe(idx, vals))
         return record
 

@@ -36,6 +36,7 @@ from fastflow.sampling.static import halton_pattern
 DEFAULT_MODEL = "erd-default.npz"
 _CANDIDATES_PER_POINT = 20
 _MIN_CANDIDATES = 512
+_TILE = 32
 _TIE_BONUS = 1e-6
 """ERD bonus per pixel of distance to the nearest measurement: decides between equal ERDs only."""
 
@@ -110,6 +111,10 @@ class FastSampler(BaseSampler):
         self._explore_stream = self._initial
         self._explore_cursor = len(self._initial)
         self.erd = np.zeros(grid.size, dtype=np.float32)
+        ny, nx = grid.shape
+        self._padded = (-(-ny // _TILE) * _TILE, -(-nx // _TILE) * _TILE)
+        # selection score on the grid padded to whole tiles (-inf: taken or padding), see _top
+        self._score = np.full(self._padded[0] * self._padded[1], -np.inf, dtype=np.float32)
         self.scale: tuple[float, float] | None = None
         self.erd_start: float | None = None
         self.steps = 0
@@ -147,17 +152,16 @@ class FastSampler(BaseSampler):
         return False
 
     def _propose(self, n: int) -> tuple[np.ndarray, dict[str, Any]]:
-        taken = (self.measured | self._pending).ravel()
         if not self.adaptive:
-            rest = self._initial[~taken[self._initial]]
+            rest = self._initial[~self.is_taken(self._initial)]
             return self.grid.unravel(rest[:n]), {"phase": "initial"}
         n_explore = min(n, int(round(self.explore * n)))
-        chosen = self._select(n - n_explore, taken)
-        taken = taken.copy()
-        taken[chosen] = True
-        extra = self._explore_points(n - len(chosen), taken)
+        chosen = self._select(n - n_explore)
+        extra = self._explore_points(n - len(chosen), exclude=chosen)
+        picked = np.concatenate([chosen, extra])
+        self._score[self._pad(picked)] = -np.inf           # pending until told
         record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_explore": int(len(extra))}
-        return self.grid.unravel(np.concatenate([chosen, extra])), record
+        return self.grid.unravel(picked), record
 
     def _observe(self, indices: np.ndarray, values: np.ndarray) -> dict[str, Any]:
         flat = self.grid.ravel(indices)
@@ -176,6 +180,7 @@ class FastSampler(BaseSampler):
         changed = self.field.add(flat, norm, full=full)
         self._predict(changed)
         self.erd[flat] = 0.0
+        self._score[self._pad(flat)] = -np.inf
         return {"phase": "adaptive", "updated": int(len(changed))}
 
     # -- internals --------------------------------------------------------------------------------
@@ -186,27 +191,32 @@ class FastSampler(BaseSampler):
         self.field = FeatureField(self.grid.shape, k=self.field.k, density_radius=self.field.density_radius)
         self.field.add(measured, normalise(self._raw[measured], *self.scale), full=True)
         self.erd[:] = 0.0
+        self._score[:] = -np.inf
         self._predict(self.field.unmeasured())
         if self.erd_start is None:
             self.erd_start = self.total_erd()
 
     def _predict(self, flat: np.ndarray) -> None:
+        """ERD (clipped at 0) and selection score of unmeasured pixels ``flat``.
+
+        Among equal ERDs (flat regions clip to 0) the score prefers pixels far from any measurement.
+        """
         if len(flat):
             self.erd[flat] = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
+            score = self.erd[flat] + _TIE_BONUS * self.field.features[flat, 2]
+            self._score[self._pad(flat)] = np.where(self._pending.ravel()[flat], -np.inf, score)
 
-    def _select(self, n: int, taken: np.ndarray) -> np.ndarray:
+    def _select(self, n: int) -> np.ndarray:
         """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""
-        free = int(taken.size - taken.sum())
+        free = self.remaining
         n = min(n, free)
         if n <= 0:
             return np.empty(0, dtype=np.int64)
-        # ERD is clipped at 0, so flat regions tie; among ties prefer pixels far from any measurement
-        bonus = _TIE_BONUS * self.field.features[:, 2]
-        score = np.where(taken, -np.inf, self.erd + bonus)
         m = min(free, max(_MIN_CANDIDATES, _CANDIDATES_PER_POINT * n))
-        cand = np.argpartition(score, score.size - m)[score.size - m:]
-        cand = cand[np.lexsort((cand, -score[cand]))]            # deterministic order: ERD, then pixel
-        s = score[cand].astype(np.float64)
+        cand = self._top(m)
+        cand_score = self._score[self._pad(cand)]
+        cand = cand[np.lexsort((cand, -cand_score))]             # deterministic order: ERD, then pixel
+        s = self._score[self._pad(cand)].astype(np.float64)
         if self.diversity == 0:
             return cand[:n]
         pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
@@ -220,7 +230,38 @@ class FastSampler(BaseSampler):
             s[i] = -np.inf
         return cand[picks]
 
-    def _explore_points(self, n: int, taken: np.ndarray) -> np.ndarray:
+    def _pad(self, flat: np.ndarray) -> np.ndarray:
+        """Pixel numbers of the grid -> positions in the tile-padded score array."""
+        y, x = np.divmod(flat, self.grid.shape[1])
+        return y * self._padded[1] + x
+
+    def _top(self, m: int) -> np.ndarray:
+        """The ``m`` pixels of highest score (exactly), looking only inside the best tiles of the grid.
+
+        The max over 32x32 tiles is one cheap pass over the padded score; tiles are then taken best first,
+        in rounds that double, keeping the best ``m`` pixels so far, until the next tile's maximum cannot
+        beat the m-th of them. Returns grid pixel numbers.
+        """
+        (py, px), t = self._padded, _TILE
+        nty, ntx = py // t, px // t
+        tile_max = self._score.reshape(nty, t, ntx, t).max(axis=(1, 3)).ravel()
+        order = np.argsort(-tile_max, kind="stable")
+        offsets = (np.arange(t)[:, None] * px + np.arange(t)[None, :]).ravel()
+        best = np.empty(0, dtype=np.int64)
+        used = 0
+        while used < len(order):
+            take = order[used:max(used + -(-m // (t * t)) + 1, 2 * used)]
+            used += len(take)
+            ty, tx = np.divmod(take, ntx)
+            pixels = ((ty * t * px + tx * t)[:, None] + offsets[None, :]).ravel()
+            pool = np.concatenate([best, pixels[np.isfinite(self._score[pixels])]])
+            best = pool if len(pool) <= m else pool[np.argpartition(self._score[pool], len(pool) - m)[len(pool) - m:]]
+            if len(best) >= m and used < len(order) and tile_max[order[used]] < self._score[best].min():
+                break
+        y, x = np.divmod(best, px)
+        return y * self.grid.shape[1] + x
+
+    def _explore_points(self, n: int, exclude: np.ndarray) -> np.ndarray:
         """The next ``n`` free pixels of the seeded Halton stream that started with the initial scan."""
         out: list[np.ndarray] = []
         need = n
@@ -232,7 +273,7 @@ class FastSampler(BaseSampler):
                 self._explore_stream = self.grid.ravel(halton_pattern(self.grid.shape, size, seed=self.seed))
             block = self._explore_stream[self._explore_cursor:self._explore_cursor + 4 * need + 16]
             self._explore_cursor += len(block)
-            block = block[~taken[block]]
+            block = block[~self.is_taken(block) & ~np.isin(block, exclude)]
             out.append(block[:need])
             need -= len(out[-1])
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
