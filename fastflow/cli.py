@@ -53,6 +53,7 @@ def scan(
     model: Annotated[Optional[Path], typer.Option(help="FAST: ERD model file (default: the model shipped with fastflow).")] = None,
     initial_coverage: Annotated[float, typer.Option(help="FAST: coverage of the initial Halton scan.")] = 0.01,
     diversity: Annotated[Optional[float], typer.Option(help="FAST: spread of each batch (0 = plain top-ERD) [default: the sampler's].")] = None,
+    proximity: Annotated[Optional[float], typer.Option(help="FAST: discount of pixels close to measurements, in mean spacings (0 = off) [default: the sampler's].")] = None,
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
 ) -> None:
@@ -82,7 +83,8 @@ def scan(
     options: dict[str, Any] = {}
     if sampler.strip().lower() == "fast":
         options = {"model": model, "initial_coverage": initial_coverage, "erd_stop": erd_stop}
-        options.update({k: v for k, v in (("diversity", diversity), ("explore", explore)) if v is not None})
+        options.update({k: v for k, v in (("diversity", diversity), ("proximity", proximity), ("explore", explore))
+                        if v is not None})
     elif model is not None:
         raise InputError("--model applies to --sampler fast only")
     the_sampler = make_sampler(sampler, grid, coverage=stop.coverage, seed=seed, **options)

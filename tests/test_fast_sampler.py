@@ -112,3 +112,17 @@ def test_tile_search_finds_exactly_the_top_scores():
         full = np.argpartition(score, score.size - m)[score.size - m:]
         assert len(got) == len(np.unique(got)) == m
         np.testing.assert_array_equal(np.sort(score[got]), np.sort(score[full]))
+
+
+def test_proximity_discount_keeps_fast_close_to_raster_on_a_lattice():
+    """On a dense lattice the ERD alone grows streaks beside measured pixels and loses to a raster grid;
+    the proximity discount removes most of that loss (measured: ratio 1.03-1.06 with it, 1.14-1.16 without)."""
+    from fastflow.phantoms import lattice
+
+    image = lattice((96, 96), spacing=5.0, seed=2)
+    grid = ScanGrid(image.shape)
+    raster = simulate(make_sampler("raster", grid, coverage=0.2), image, [0.2])[0]["nrmse"]
+    with_discount = simulate(FastSampler(grid, seed=0), image, [0.2], batch_size=25)[0]["nrmse"]
+    without = simulate(FastSampler(grid, seed=0, proximity=0), image, [0.2], batch_size=25)[0]["nrmse"]
+    assert with_discount < 1.08 * raster
+    assert with_discount < 0.95 * without

@@ -37,6 +37,8 @@ DEFAULT_MODEL = "erd-default.npz"
 _CANDIDATES_PER_POINT = 20
 _MIN_CANDIDATES = 512
 _TILE = 32
+_RESCORE_DRIFT = 0.05
+"""All scores are recomputed when the proximity width has drifted by more than this fraction."""
 _TIE_BONUS = 1e-6
 """ERD bonus per pixel of distance to the nearest measurement: decides between equal ERDs only."""
 
@@ -68,6 +70,10 @@ class FastSampler(BaseSampler):
         Fraction of pixels of the initial Halton scan (FAST: 1 %).
     diversity : float
         Width factor of the ERD discount around points already chosen for a batch (0 = plain top-ERD).
+    proximity : float
+        Width, in units of the current mean spacing ``1/sqrt(coverage)``, of the discount of pixels close to
+        measurements: the score is ``ERD × (1 - exp(-d² / 2w²))`` with ``d`` the distance to the nearest
+        measurement (0 = no discount).
     explore : float
         Share of every batch, in [0, 1), taken from the continued low-discrepancy pattern.
     erd_stop : float, optional
@@ -87,6 +93,7 @@ class FastSampler(BaseSampler):
         seed: int = 0,
         initial_coverage: float = 0.01,
         diversity: float = 1.0,
+        proximity: float = 1.3,
         explore: float = 0.0,
         erd_stop: float | None = None,
         refresh_every: int = 0,
@@ -95,13 +102,16 @@ class FastSampler(BaseSampler):
         self.model = load_model(model)
         self.seed = int(seed)
         self.initial_coverage = check_coverage(initial_coverage, "initial coverage")
-        if not (diversity >= 0 and math.isfinite(diversity)):
-            raise InputError(f"diversity must be >= 0; got {diversity!r}")
+        for name, value in (("diversity", diversity), ("proximity", proximity)):
+            if not (value >= 0 and math.isfinite(value)):
+                raise InputError(f"{name} must be a number >= 0; got {value!r}")
         if not 0 <= explore < 1:
             raise InputError(f"explore must be in [0, 1); got {explore!r}")
         if erd_stop is not None and not 0 < erd_stop < 1:
             raise InputError(f"erd_stop must be in (0, 1); got {erd_stop!r}")
         self.diversity, self.explore, self.erd_stop = float(diversity), float(explore), erd_stop
+        self.proximity = float(proximity)
+        self._score_width = 0.0
         self.refresh_every = int(refresh_every)
         card = self.model.card
         self.field = FeatureField(grid.shape, k=int(card.get("k", 10)),
@@ -133,6 +143,7 @@ class FastSampler(BaseSampler):
             "seed": self.seed,
             "initial_coverage": self.initial_coverage,
             "diversity": self.diversity,
+            "proximity": self.proximity,
             "explore": self.explore,
             "erd_stop": self.erd_stop,
             "refresh_every": self.refresh_every,
@@ -155,6 +166,8 @@ class FastSampler(BaseSampler):
         if not self.adaptive:
             rest = self._initial[~self.is_taken(self._initial)]
             return self.grid.unravel(rest[:n]), {"phase": "initial"}
+        if self.proximity and abs(self._width() / self._score_width - 1) > _RESCORE_DRIFT:
+            self._rescore(self.field.unmeasured())
         n_explore = min(n, int(round(self.explore * n)))
         chosen = self._select(n - n_explore)
         extra = self._explore_points(n - len(chosen), exclude=chosen)
@@ -197,14 +210,30 @@ class FastSampler(BaseSampler):
             self.erd_start = self.total_erd()
 
     def _predict(self, flat: np.ndarray) -> None:
-        """ERD (clipped at 0) and selection score of unmeasured pixels ``flat``.
-
-        Among equal ERDs (flat regions clip to 0) the score prefers pixels far from any measurement.
-        """
+        """ERD (clipped at 0) and selection score of unmeasured pixels ``flat``."""
         if len(flat):
             self.erd[flat] = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
-            score = self.erd[flat] + _TIE_BONUS * self.field.features[flat, 2]
-            self._score[self._pad(flat)] = np.where(self._pending.ravel()[flat], -np.inf, score)
+            self._rescore(flat)
+
+    def _width(self) -> float:
+        """Current proximity width: ``proximity`` times the mean spacing of the measurements."""
+        return self.proximity / math.sqrt(max(self.coverage, self.initial_coverage, 1.0 / self.grid.size))
+
+    def _rescore(self, flat: np.ndarray) -> None:
+        """Selection score of unmeasured pixels ``flat`` from their ERD and distance to measurements.
+
+        The ERD is discounted close to measurements (on dense or noisy textures the ERD alone grows streaks
+        next to measured pixels and leaves gaps); among equal scores (flat regions clip the ERD to 0) pixels
+        far from any measurement come first.
+        """
+        d = self.field.features[flat, 2].astype(np.float64)
+        score = self.erd[flat].astype(np.float64)
+        if self.proximity:
+            if flat.size == self.remaining + self.n_pending or not self._score_width:
+                self._score_width = self._width()
+            score *= -np.expm1(-d * d / (2.0 * self._score_width**2))
+        score += _TIE_BONUS * d
+        self._score[self._pad(flat)] = np.where(self._pending.ravel()[flat], -np.inf, score)
 
     def _select(self, n: int) -> np.ndarray:
         """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""
