@@ -167,7 +167,7 @@ class FastSampler(BaseSampler):
             rest = self._initial[~self.is_taken(self._initial)]
             return self.grid.unravel(rest[:n]), {"phase": "initial"}
         if self.proximity and abs(self._width() / self._score_width - 1) > _RESCORE_DRIFT:
-            self._rescore(self.field.unmeasured())
+            self._rescore(self.field.unmeasured(), new_width=True)
         n_explore = min(n, int(round(self.explore * n)))
         chosen = self._select(n - n_explore)
         extra = self._explore_points(n - len(chosen), exclude=chosen)
@@ -205,31 +205,32 @@ class FastSampler(BaseSampler):
         self.field.add(measured, normalise(self._raw[measured], *self.scale), full=True)
         self.erd[:] = 0.0
         self._score[:] = -np.inf
-        self._predict(self.field.unmeasured())
+        self._predict(self.field.unmeasured(), new_width=True)
         if self.erd_start is None:
             self.erd_start = self.total_erd()
 
-    def _predict(self, flat: np.ndarray) -> None:
+    def _predict(self, flat: np.ndarray, *, new_width: bool = False) -> None:
         """ERD (clipped at 0) and selection score of unmeasured pixels ``flat``."""
         if len(flat):
             self.erd[flat] = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
-            self._rescore(flat)
+            self._rescore(flat, new_width=new_width)
 
     def _width(self) -> float:
         """Current proximity width: ``proximity`` times the mean spacing of the measurements."""
         return self.proximity / math.sqrt(max(self.coverage, self.initial_coverage, 1.0 / self.grid.size))
 
-    def _rescore(self, flat: np.ndarray) -> None:
+    def _rescore(self, flat: np.ndarray, *, new_width: bool = False) -> None:
         """Selection score of unmeasured pixels ``flat`` from their ERD and distance to measurements.
 
         The ERD is discounted close to measurements (on dense or noisy textures the ERD alone grows streaks
         next to measured pixels and leaves gaps); among equal scores (flat regions clip the ERD to 0) pixels
-        far from any measurement come first.
+        far from any measurement come first. ``new_width``: ``flat`` is every unmeasured pixel, so the
+        proximity width is brought up to date first.
         """
         d = self.field.features[flat, 2].astype(np.float64)
         score = self.erd[flat].astype(np.float64)
         if self.proximity:
-            if flat.size == self.remaining + self.n_pending or not self._score_width:
+            if new_width or not self._score_width:
                 self._score_width = self._width()
             score *= -np.expm1(-d * d / (2.0 * self._score_width**2))
         score += _TIE_BONUS * d
@@ -243,9 +244,9 @@ class FastSampler(BaseSampler):
             return np.empty(0, dtype=np.int64)
         m = min(free, max(_MIN_CANDIDATES, _CANDIDATES_PER_POINT * n))
         cand = self._top(m)
-        cand_score = self._score[self._pad(cand)]
-        cand = cand[np.lexsort((cand, -cand_score))]             # deterministic order: ERD, then pixel
-        s = self._score[self._pad(cand)].astype(np.float64)
+        cand_score = self._score[self._pad(cand)].astype(np.float64)
+        order = np.lexsort((cand, -cand_score))                  # deterministic order: score, then pixel
+        cand, s = cand[order], cand_score[order]
         if self.diversity == 0:
             return cand[:n]
         pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
