@@ -33,14 +33,16 @@ def _runs_root() -> Path:
 @app.command()
 def scan(
     sample: Annotated[str, typer.Option(help="Bundled sample name (see `fastflow samples`) or a .tif/.tiff/.npy/.png file.")] = "flakes",
-    sampler: Annotated[str, typer.Option(help="Sampler name (see `fastflow samplers`).")] = "halton",
+    sampler: Annotated[str, typer.Option(help="Sampler name (see `fastflow samplers`).")] = "fast",
     stop_coverage: Annotated[str, typer.Option(help="Stop when this fraction of pixels is measured, in (0, 1].")] = "0.2",
     out: Annotated[Optional[Path], typer.Option(help="New folder for this run (default: ./fastflow-runs/RUN_ID, or $FASTFLOW_DATA_DIR/RUN_ID).")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a stopped run (its id under the data folder, or its folder); other scan options are ignored.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice (sampler, noise).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Points measured per step.")] = 50,
     snapshots: Annotated[str, typer.Option(help="Coverages at which to store a reconstruction and metrics, e.g. 0.05,0.1.")] = "0.05,0.1,0.15,0.2",
     noise: Annotated[str, typer.Option(help="Simulated detector noise: none, poisson:PEAK_COUNTS or gaussian:SIGMA (fraction of the image range).")] = "none",
     recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, biharmonic).")] = "idw",
+    evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated; 'none' to skip).")] = "idw,biharmonic",
     time_budget: Annotated[Optional[float], typer.Option(help="Stop when the simulated acquisition time reaches this many seconds.")] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
@@ -48,113 +50,125 @@ def scan(
     speed: Annotated[float, typer.Option(help="Simulated stage speed, units per second.")] = 100.0,
     settle: Annotated[float, typer.Option(help="Simulated settle time after each move, seconds.")] = 0.005,
     report: Annotated[str, typer.Option(help="Report format: text, or json (one JSON object on stdout).")] = "text",
-    figure: Annotated[bool, typer.Option(help="Write a PNG figure of the run.")] = True,
     route: Annotated[Optional[bool], typer.Option("--route/--no-route", help="Visit each batch along a short route (default: for samplers whose batches are sets).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="FAST: ERD model file (default: the model shipped with fastflow).")] = None,
-    initial_coverage: Annotated[float, typer.Option(help="FAST: coverage of the initial Halton scan.")] = 0.01,
+    initial_coverage: Annotated[Optional[float], typer.Option(help="FAST: coverage of the initial Halton scan [default: the sampler's].")] = None,
     diversity: Annotated[Optional[float], typer.Option(help="FAST: spread of each batch (0 = plain top-ERD) [default: the sampler's].")] = None,
     proximity: Annotated[Optional[float], typer.Option(help="FAST: discount of pixels close to measurements, in mean spacings (0 = off) [default: the sampler's].")] = None,
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
+    tiled_uri: Annotated[Optional[str], typer.Option(help="Tiled server to publish to (default: $FASTFLOW_TILED_URI, else the local catalog).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key of that Tiled server (default: $FASTFLOW_TILED_API_KEY).")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Dask scheduler for the evaluation (default: a local cluster).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Workers of the local Dask cluster (default: one per core).")] = None,
 ) -> None:
-    """Run a scan of a sample on the simulated instrument and store it."""
-    from fastflow.figures import scan_figure
-    from fastflow.grid import ScanGrid
-    from fastflow.images import load_sample
-    from fastflow.instruments.simulated import SimulatedInstrument, parse_noise
-    from fastflow.recon import available_methods
-    from fastflow.sampling.registry import make_sampler
-    from fastflow.sampling.protocol import check_coverage
-    from fastflow.scan import StopRules, new_run_id, parse_fractions, run_scan
-    from fastflow.store import ScanStore, jsonable
+    """Scan a sample on the simulated instrument (through the adaptive-scan flow), evaluate it and publish it."""
+    from fastflow.runs import ScanConfig, find_run, runs_root
+    from fastflow.scan import new_run_id
+    from fastflow.store import jsonable
 
-    # 1. validate everything before anything is created
+    # 1. validate everything before anything is created or Prefect starts
     if report not in ("text", "json"):
         raise InputError(f"--report must be text or json; got {report!r}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be a positive integer; got {batch_size}")
-    if recon not in available_methods():
-        raise InputError(f"unknown reconstruction {recon!r}; available: {', '.join(available_methods())}")
-    stop = StopRules(coverage=check_coverage(stop_coverage, "--stop-coverage"), time_budget=time_budget)
-    snaps = parse_fractions(snapshots, "--snapshots")
-    parse_noise(noise)
-    image, sample_meta = load_sample(sample)
-    grid = ScanGrid(image.shape, pixel_size=(pixel_size, pixel_size), units=units)
-    options: dict[str, Any] = {}
-    if sampler.strip().lower() == "fast":
-        options = {"model": model, "initial_coverage": initial_coverage, "erd_stop": erd_stop}
-        options.update({k: v for k, v in (("diversity", diversity), ("proximity", proximity), ("explore", explore))
-                        if v is not None})
-    elif model is not None:
-        raise InputError("--model applies to --sampler fast only")
-    the_sampler = make_sampler(sampler, grid, coverage=stop.coverage, seed=seed, **options)
-    instrument = SimulatedInstrument(
-        image, grid, noise=noise, dwell=dwell, speed=speed, settle=settle, seed=seed
-    )
-    run_id = new_run_id()
-    run_dir = Path(out) if out is not None else _runs_root() / run_id
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise InputError(f"output folder {run_dir} already exists and is not empty; choose a new --out")
+    methods = [] if evaluate.strip().lower() == "none" else _split(evaluate, "--evaluate")
+    params: dict[str, Any] = {"evaluate_methods": methods, "publish": publish, "tiled_uri": tiled_uri,
+                              "api_key": api_key, "dask_address": dask_address, "n_workers": workers}
+    if resume:
+        run_dir = find_run(resume)
+        params["resume"] = str(run_dir)
+    else:
+        options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
+                   "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop}
+        options = {k: v for k, v in options.items() if v is not None}
+        config = ScanConfig(sample=sample, sampler=sampler, coverage=stop_coverage, batch_size=batch_size,
+                            snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
+                            pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
+                            route=route, sampler_options=options)
+        config.check()
+        run_id = new_run_id()
+        run_dir = Path(out) if out is not None else runs_root() / run_id
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise InputError(f"output folder {run_dir} already exists and is not empty; choose a new --out")
+        params.update({k: v for k, v in config.to_dict().items()})
+        params.update({"run_dir": str(run_dir), "run_id": run_id})
 
-    # 2. run
-    store = ScanStore.create(
-        run_dir / "scan.zarr",
-        grid,
-        channels=instrument.channels,
-        with_metrics=True,
-        attrs={
-            "run_id": run_id,
-            "sample": sample_meta,
-            "sampler": the_sampler.params(),
-            "instrument": instrument.describe(),
-            "seed": seed,
-            "batch_size": batch_size,
-            "stop_rules": {"coverage": stop.coverage, "time_budget_s": stop.time_budget},
-            "reconstruction_method": recon,
-            "software": _versions(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        },
-    )
-    bar = _Bar()
+    # 2. run the flow (Prefect without a server unless PREFECT_API_URL is set)
+    _prefect_defaults()
+    _quiet_progress_lines()
+    from flows.adaptive_scan import adaptive_scan
+
     try:
-        result = run_scan(
-            the_sampler, instrument, store, stop=stop, batch_size=batch_size, snapshots=snaps,
-            truth=image, recon_method=recon, route=route, progress=bar.update_to,
-        )
+        summary = adaptive_scan(**params)
     except KeyboardInterrupt:
-        bar.close()
-        store.close(stop_reason="interrupted", status="interrupted")
-        typer.echo(f"interrupted: {store.n_points} points saved in {store.path}", err=True)
+        typer.echo(f"interrupted: the points measured so far are saved in {run_dir}; "
+                   f"continue with: fastflow scan --resume {run_dir.name}", err=True)
         raise typer.Exit(130) from None
-    except BaseException as exc:
-        bar.close()
-        try:
-            store.update_attrs(status="failed", error=str(exc))
-        finally:
-            store.release()
-        raise
-    bar.close()
-    store.close(stop_reason=result.stop_reason)
-    fig_path = None
-    if figure:
-        m = store.measurements()
-        fig_path = scan_figure(
-            run_dir / "scan.png", result.reconstruction, m["indices"], truth=image,
-            title=f"{sample_meta['sample']} | {the_sampler.name} | {result.coverage:.1%} | {recon}",
-        )
-    summary = {
-        "run_id": run_id,
-        "store": str(store.path),
-        "figure": fig_path,
-        "sample": sample_meta["sample"],
-        "sampler": the_sampler.name,
-        **result.summary(),
-    }
-    (run_dir / "report.json").write_text(json.dumps(jsonable(summary), indent=2))
     if report == "json":
         typer.echo(json.dumps(jsonable(summary)))
     else:
         _print_report(summary)
+
+
+@app.command()
+def benchmark(
+    samplers: Annotated[str, typer.Option(help="Samplers to compare (comma-separated).")] = "fast,halton,random,raster",
+    images: Annotated[str, typer.Option(help="Images: bundled sample names, phantom:seed (e.g. lattice:5) or files.")] = "flakes,coins,cell",
+    coverages: Annotated[str, typer.Option(help="Coverages to score.")] = "0.05,0.1,0.15,0.2,0.3",
+    seeds: Annotated[str, typer.Option(help="Seeds (comma-separated); results are averaged over them.")] = "0",
+    recon: Annotated[str, typer.Option(help="Reconstruction used for scoring (idw; biharmonic as in the FAST paper, slower).")] = "idw",
+    batch_size: Annotated[int, typer.Option(help="Points per step of adaptive samplers.")] = 50,
+    noise: Annotated[str, typer.Option(help="Simulated detector noise (none, poisson:PEAK, gaussian:SIGMA).")] = "none",
+    max_side: Annotated[int, typer.Option(help="Images are downscaled to this longer side.")] = 256,
+    out: Annotated[Optional[Path], typer.Option(help="New folder for the results (default: a benchmark-<time> folder in the data folder).")] = None,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the results dataset to Tiled.")] = True,
+    tiled_uri: Annotated[Optional[str], typer.Option(help="Tiled server (default: $FASTFLOW_TILED_URI, else the local catalog).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key of that Tiled server.")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Dask scheduler (default: a local cluster).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Workers of the local Dask cluster (default: one per core).")] = None,
+) -> None:
+    """Compare samplers on images at several coverages (the benchmark-samplers flow): table, curves, Tiled."""
+    from fastflow.benchmark import check_sweep
+    from fastflow.scan import parse_fractions
+
+    def ints(text: str, what: str) -> list[int]:
+        try:
+            return [int(v) for v in _split(text, what)]
+        except ValueError:
+            raise InputError(f"{what} must be integers; got {text!r}") from None
+
+    params = {"samplers": _split(samplers, "--samplers"), "images": _split(images, "--images"),
+              "coverages": parse_fractions(coverages, "--coverages"), "seeds": ints(seeds, "--seeds")}
+    check_sweep(**params)
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"output folder {out} already exists and is not empty; choose a new --out")
+    params.update({"recon": recon, "batch_size": batch_size, "noise": None if noise == "none" else noise,
+                   "max_side": max_side, "out": str(out) if out else None, "publish": publish,
+                   "tiled_uri": tiled_uri, "api_key": api_key, "dask_address": dask_address, "n_workers": workers})
+    _prefect_defaults()
+    from flows.benchmark_samplers import benchmark_samplers
+
+    result = benchmark_samplers(**params)
+    typer.echo(result["table"])
+    typer.echo(f"sweep wall time {result['sweep_wall_time_s']:.1f} s")
+    typer.echo(f"results: {result['folder']} (results.zarr, results.json, table.md, curves.png)")
+    if result.get("tiled"):
+        typer.echo(f"published to Tiled as {result['tiled']['key']!r}")
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder of the runs (default: $FASTFLOW_DATA_DIR or ./fastflow-runs).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key clients must send (default: $FASTFLOW_TILED_API_KEY, else a new random key, printed).")] = None,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",
+) -> None:
+    """Serve every run of a data folder through Tiled (runs not yet in its catalog are published first)."""
+    from fastflow.catalog import serve as serve_catalog
+    from fastflow.runs import runs_root
+
+    key = api_key or os.environ.get("FASTFLOW_TILED_API_KEY") or None
+    serve_catalog(data_dir if data_dir is not None else runs_root(), host=host, port=port, api_key=key)
 
 
 @app.command()
@@ -220,38 +234,38 @@ def samples() -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-class _Bar:
-    """A tqdm progress bar on stderr (silent when stderr is not a terminal)."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=None, unit="pt", file=sys.stderr, disable=None, desc="scanning", dynamic_ncols=True)
-
-    def update_to(self, done: int, total: int) -> None:
-        if self._bar.total != total:
-            self._bar.total = total
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        self._bar.close()
+def _prefect_defaults() -> None:
+    """Defaults for Prefect without a server, set before Prefect is imported (explicit settings win)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def _quiet_progress_lines() -> None:
+    """On a terminal the progress bar shows the batches: keep per-batch log lines out of the console
+    (the Prefect API, and so the UI, still receives them)."""
+    if not sys.stderr.isatty():
+        return
+    import logging
 
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("fastflow", "numpy", "scipy", "scikit-image", "zarr", "xarray"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    from tasks.scanning import PROGRESS_RECORD
+    from prefect.logging.handlers import APILogHandler
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not getattr(record, PROGRESS_RECORD, False)
+
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    for handler in logging.getLogger("prefect").handlers:
+        if not isinstance(handler, APILogHandler):
+            handler.addFilter(drop)
 
 
 def _print_report(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from fastflow.runs import open_instructions
 
     console = Console(highlight=False)
     table = Table(title=f"{summary['sample']} scanned with {summary['sampler']}", title_justify="left")
@@ -263,6 +277,14 @@ def _print_report(summary: dict[str, Any]) -> None:
             _fmt(row.get("ssim"), ".4f"), _fmt(row.get("psnr"), ".2f"),
         )
     console.print(table)
+    if summary.get("evaluation_metrics"):
+        scores = Table(title="rebuilt after the scan (first points up to each coverage)", title_justify="left")
+        for col in ("method", "coverage", "NRMSE", "SSIM", "PSNR (dB)"):
+            scores.add_column(col, justify="right")
+        for row in summary["evaluation_metrics"]:
+            scores.add_row(row["method"], f"{row['coverage']:.1%}", _fmt(row.get("nrmse"), ".4f"),
+                           _fmt(row.get("ssim"), ".4f"), _fmt(row.get("psnr"), ".2f"))
+        console.print(scores)
     typer.echo(
         f"stopped: {summary['stop_reason']} at {summary['coverage']:.1%} ({summary['n_points']} points); "
         f"simulated acquisition {summary['acquisition_time_s']:.1f} s, stage path {summary['path_length']:.0f}, "
@@ -272,7 +294,17 @@ def _print_report(summary: dict[str, Any]) -> None:
     typer.echo(f"store:   {summary['store']}")
     if summary.get("figure"):
         typer.echo(f"figure:  {summary['figure']}")
-    typer.echo(f"open it: python -c \"import xarray; print(xarray.open_zarr('{summary['store']}', consolidated=False))\"")
+    if summary.get("evaluation"):
+        typer.echo(f"scores:  {summary['evaluation']} (each method at each snapshot)")
+    tiled = summary.get("tiled") or {}
+    if tiled:
+        where = tiled.get("uri") or f"the local catalog of {tiled.get('catalog')}"
+        typer.echo(f"tiled:   published as {tiled['key']!r} to {where}")
+    typer.echo("open it:")
+    for line in open_instructions(summary):
+        typer.echo(f"  {line}")
+    if summary.get("stop_reason") == "interrupted":
+        typer.echo(f"resume:  fastflow scan --resume {summary['run_id']}")
 
 
 def _fmt(value: Any, spec: str) -> str:

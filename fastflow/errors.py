@@ -21,3 +21,7 @@ class StoreError(FastflowError):
 
 class InstrumentError(FastflowError):
     """The instrument refused a request or failed while measuring."""
+
+
+class CatalogError(FastflowError):
+    """A Tiled catalog or server cannot be reached, refuses the request, or lacks the requested run."""

@@ -1,8 +1,9 @@
-"""Figures of a scan: ground truth | measured points | reconstruction | error map."""
+"""Figures: a scan (ground truth | measured points | reconstruction | error map) and the choice of c."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -67,3 +68,27 @@ def _show(ax, image: np.ndarray, title: str, vmin: float, vmax: float, cmap: str
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def selection_figure(scores: dict, coverages: Any, path: str | os.PathLike) -> str:
+    """Validation curves of the choice of c: NRMSE against coverage, one panel per image, one line per c.
+
+    ``scores`` maps c to :func:`fastflow.erd.fit.score_c` results (``per_image``: NRMSE per coverage).
+    """
+    import matplotlib.pyplot as plt
+
+    images = sorted({name for s in scores.values() for name in s["per_image"]})
+    fig, axes = plt.subplots(1, len(images), figsize=(3.4 * len(images) + 0.5, 3.2), squeeze=False,
+                             constrained_layout=True)
+    covs = np.asarray(list(coverages), dtype=float) * 100
+    for ax, name in zip(axes[0], images):
+        for c in sorted(scores):
+            ax.plot(covs, scores[c]["per_image"][name], marker="o", ms=3, label=f"c={c:g}")
+        ax.set_title(name)
+        ax.set_xlabel("coverage (%)")
+        ax.set_ylabel("NRMSE (IDW)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastflow.errors import InputError
+from fastflow.errors import InputError, InstrumentError
 from fastflow.instruments.base import Instrument
 from fastflow.metrics import evaluate
 from fastflow.recon import reconstruct
@@ -190,7 +190,15 @@ def run_scan(
         if route:
             here = grid.to_position(idx_parts[-1][-1:])[0] if idx_parts else np.asarray(grid.origin)
             indices = indices[order_route(grid.to_position(indices), here)]
-        measured = instrument.measure(indices)
+        try:
+            measured = instrument.measure(indices)
+        except (InstrumentError, KeyboardInterrupt) as exc:
+            # an instrument that failed (or was stopped) part-way hands over what it measured: keep it
+            partial = getattr(exc, "partial", None)
+            if partial is not None and len(partial):
+                store.append(indices[: len(partial)], partial.values, positions=partial.positions,
+                             times=t_offset + partial.times, batch=batch_no)
+            raise
         store.append(indices, measured.values, positions=measured.positions, times=t_offset + measured.times,
                      batch=batch_no)
         batch_no += 1

@@ -1,1 +1,5 @@
-"""Prefect flows over the fastflow library (thin wrappers; the pipeline issue fills this in)."""
+"""Prefect flows of the fastflow pipeline (thin orchestration over :mod:`tasks`).
+
+Each flow module runs as a plain script (``python -m flows.adaptive_scan key=value ...``), from the
+``fastflow`` command, and as a deployment (``deployments/prefect.yaml``).
+"""

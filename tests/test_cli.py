@@ -17,6 +17,12 @@ def fastflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
                           cwd=cwd, timeout=300)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_prefect_api(prefect_api):
+    """`fastflow scan` runs a Prefect flow: every subprocess reports to the session's API server."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def smooth_npy(tmp_path_factory) -> Path:
     yy, xx = np.mgrid[0:40, 0:56]
@@ -58,7 +64,7 @@ def test_scan_json_report_store_and_figure(smooth_npy, tmp_path):
 
 def test_scan_text_report_default_folder(smooth_npy, tmp_path):
     result = fastflow("scan", "--sample", str(smooth_npy), "--sampler", "raster", "--stop-coverage", "0.1",
-                      "--no-figure")
+                      "--evaluate", "none")
     assert result.returncode == 0, result.stderr
     assert "NRMSE" in result.stdout and "coverage reached" in result.stdout
     store_line = next(line for line in result.stdout.splitlines() if line.startswith("store:"))
@@ -113,7 +119,7 @@ def test_unknown_sampler_and_sample(smooth_npy, tmp_path):
 def test_existing_output_is_never_overwritten(smooth_npy, tmp_path):
     out = tmp_path / "run"
     first = fastflow("scan", "--sample", str(smooth_npy), "--stop-coverage", "0.05", "--out", str(out),
-                     "--report", "json", "--no-figure")
+                     "--report", "json", "--evaluate", "none")
     assert first.returncode == 0, first.stderr
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     second = fastflow("scan", "--sample", str(smooth_npy), "--stop-coverage", "0.1", "--out", str(out))
@@ -155,7 +161,7 @@ def test_train_then_scan_with_the_trained_model(tmp_path):
     card = json.loads((out / "model-card.json").read_text())
     assert card["training_images"] == ["camera", "grains:3"] and set(card["selection"]["scores"]) == {"2", "8"}
     scan = fastflow("scan", "--sample", "coins", "--sampler", "fast", "--model", str(out / "erd-model.npz"),
-                    "--stop-coverage", "0.03", "--out", str(tmp_path / "run"), "--report", "json", "--no-figure")
+                    "--stop-coverage", "0.03", "--out", str(tmp_path / "run"), "--report", "json", "--evaluate", "none")
     assert scan.returncode == 0, scan.stderr
     assert json.loads(scan.stdout)["n_points"] == round(0.03 * 303 * 384)
 

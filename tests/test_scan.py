@@ -22,15 +22,18 @@ GRID = ScanGrid(IMAGE.shape)
 class FailingInstrument(SimulatedInstrument):
     """The simulated instrument, made to fail on its n-th batch (fault injection, not a stand-in)."""
 
-    def __init__(self, *args, fail_on: int, bad_value: float | None = None, **kwargs):
+    def __init__(self, *args, fail_on: int, bad_value: float | None = None, partial: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.calls, self.fail_on, self.bad_value = 0, fail_on, bad_value
+        self.calls, self.fail_on, self.bad_value, self.partial = 0, fail_on, bad_value, partial
 
     def measure(self, indices):
         self.calls += 1
         if self.calls == self.fail_on:
             if self.bad_value is None:
-                raise InstrumentError("detector stopped answering")
+                exc = InstrumentError("detector stopped answering")
+                if self.partial:        # like a real instrument failing part-way through a batch
+                    exc.partial = super().measure(np.asarray(indices)[: self.partial])
+                raise exc
             m = super().measure(indices)
             m.values[0, 0] = self.bad_value
             return m
@@ -94,6 +97,20 @@ def test_failure_keeps_data_and_resume_completes_without_repeats(tmp_path):
     np.testing.assert_array_equal(np.sort(flat), np.sort(uninterrupted))
     assert np.all(np.diff(after["time"]) > 0)                                      # the clock continues
     assert list(np.unique(after["batch"])) == list(range(int(after["batch"].max()) + 1))
+
+
+def test_points_measured_before_a_failure_within_a_batch_are_kept(tmp_path):
+    store = new_store(tmp_path)
+    sampler = make_sampler("raster", GRID, coverage=0.25, seed=1)
+    with pytest.raises(InstrumentError):
+        run_scan(sampler, FailingInstrument(IMAGE, fail_on=3, partial=17, seed=0), store,
+                 stop=StopRules(coverage=0.25), batch_size=50)
+    store.release()
+    m = ScanStore.open(store.path).measurements()
+    assert len(m["indices"]) == 2 * 50 + 17
+    np.testing.assert_array_equal(GRID.ravel(m["indices"]), make_sampler("raster", GRID, coverage=0.25,
+                                                                          seed=1).sequence[:117])
+    np.testing.assert_array_equal(m["values"][:, 0], IMAGE.ravel()[GRID.ravel(m["indices"])])
 
 
 def test_nan_measurement_is_saved_then_reported(tmp_path):

@@ -8,6 +8,7 @@ model runs simulated scans on held-out validation images, and the ``c`` with the
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,10 +53,60 @@ def build_training_set(
     for i, (name, image) in enumerate(images.items()):
         for j, cov in enumerate(coverages):
             for seed in seeds:
-                chunk_seed = int(seed) * 1_000_003 + i * 1_009 + j
-                chunks.append(training_chunk(image, coverage=cov, seed=chunk_seed, c_values=c_values,
+                chunks.append(training_chunk(image, coverage=cov, seed=chunk_seed(seed, i, j), c_values=c_values,
                                              rows=rows, name=name))
     return concatenate(chunks)
+
+
+def chunk_seed(seed: int, image_number: int, coverage_number: int) -> int:
+    """The mask seed of one training chunk: fixed by the run seed and the chunk's place in the sweep."""
+    return int(seed) * 1_000_003 + int(image_number) * 1_009 + int(coverage_number)
+
+
+def save_training_set(data: TrainingSet, path: str | os.PathLike) -> str:
+    """Write a training set as a Zarr store (features, targets per c, and where every row came from).
+
+    Readable with ``xarray.open_zarr(path, consolidated=False)`` and :func:`load_training_set`.
+    """
+    import xarray as xr
+
+    ds = xr.Dataset(
+        {
+            "features": (("row", "feature"), data.features),
+            "targets": (("row", "c"), data.targets),
+            "chunk_of_row": (("row",), data.chunk_of_row.astype(np.int32)),
+        },
+        coords={"c": list(data.c_values)},
+        attrs={"format": "fastflow-erd-training-set", "format_version": 1, "chunks": json.dumps(data.chunks),
+               "feature_names": list(FEATURE_NAMES)},
+    )
+    ds.to_zarr(path, mode="w-", consolidated=False, zarr_format=3)
+    return str(path)
+
+
+def load_training_set(path: str | os.PathLike) -> TrainingSet:
+    """Read a training set written by :func:`save_training_set`.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not such a store.
+    """
+    import xarray as xr
+
+    try:
+        ds = xr.open_zarr(path, consolidated=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to open means "not a training set"
+        raise InputError(f"{path} is not a readable training set: {exc}") from None
+    if ds.attrs.get("format") != "fastflow-erd-training-set":
+        raise InputError(f"{path} is not a fastflow training set (no 'format' attribute)")
+    return TrainingSet(
+        features=ds["features"].values.astype(np.float32),
+        targets=ds["targets"].values.astype(np.float32),
+        c_values=tuple(float(c) for c in ds["c"].values),
+        chunk_of_row=ds["chunk_of_row"].values.astype(np.int64),
+        chunks=json.loads(ds.attrs["chunks"]),
+    )
 
 
 def concatenate(chunks: Sequence[TrainingChunk]) -> TrainingSet:
@@ -154,6 +205,40 @@ def score_c(
     return {"mean_nrmse": float(np.mean([v for vals in per_image.values() for v in vals])), "per_image": per_image}
 
 
+def select_c(models: Mapping[float, ERDModel], scores: Mapping[float, Mapping[str, Any]], *,
+             validation_images: Sequence[str]) -> ERDModel:
+    """The model with the lowest mean validation NRMSE; its card records every candidate's score."""
+    if not models or set(models) != set(scores):
+        raise InputError("select_c needs one score per model")
+    c_values = sorted(models)
+    best = min(c_values, key=lambda c: scores[c]["mean_nrmse"])
+    model = models[best]
+    model.card["selection"] = {
+        "rule": "lowest mean NRMSE (IDW) of simulated FAST scans on the validation images over 5-30 % coverage",
+        "validation_images": list(validation_images),
+        "scores": {f"{c:g}": {"mean_nrmse": scores[c]["mean_nrmse"], "r2": scores[c].get("r2")} for c in c_values},
+        "chosen_c": best,
+    }
+    return model
+
+
+def merge_training_sets(sets: Sequence[TrainingSet]) -> TrainingSet:
+    """One training set from several (e.g. chunks made in parallel), in the given order."""
+    if not sets:
+        raise InputError("no training sets to merge")
+    c_values = sets[0].c_values
+    if any(t.c_values != c_values for t in sets):
+        raise InputError("training sets were made for different c values")
+    offsets = np.cumsum([0] + [len(t.chunks) for t in sets[:-1]])
+    return TrainingSet(
+        features=np.concatenate([t.features for t in sets]),
+        targets=np.concatenate([t.targets for t in sets]),
+        c_values=c_values,
+        chunk_of_row=np.concatenate([t.chunk_of_row + off for t, off in zip(sets, offsets)]),
+        chunks=[ch for t in sets for ch in t.chunks],
+    )
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("fastflow", "numpy", "scipy", "scikit-learn", "scikit-image"):
@@ -223,12 +308,5 @@ def train_and_select(
         scores[c] = {**score_c(models[c], validation, seed=seed), **models[c].card["validation"]}
         log(f"c={c:g}: validation R2 {scores[c].get('r2', float('nan')):.3f}, "
             f"mean NRMSE of validation scans {scores[c]['mean_nrmse']:.4f}")
-    best = min(c_values, key=lambda c: scores[c]["mean_nrmse"])
-    model = models[best]
-    model.card["selection"] = {
-        "rule": "lowest mean NRMSE (IDW) of simulated FAST scans on the validation images over 5-30 % coverage",
-        "validation_images": sorted(validation),
-        "scores": {f"{c:g}": {"mean_nrmse": scores[c]["mean_nrmse"], "r2": scores[c].get("r2")} for c in c_values},
-        "chosen_c": best,
-    }
+    model = select_c(models, scores, validation_images=sorted(validation))
     return model, scores, models

@@ -27,7 +27,7 @@ import numpy as np
 from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.recon.base import Measurements, prepare_measurements
-from fastflow.recon.idw import build_tree, idw, idw_at
+from fastflow.recon.idw import build_tree, idw, idw_at, idw_chunked
 from fastflow.recon.inpaint import biharmonic
 
 Reconstructor = Callable[..., np.ndarray]
@@ -113,6 +113,7 @@ __all__ = [
     "build_tree",
     "idw",
     "idw_at",
+    "idw_chunked",
     "prepare_measurements",
     "reconstruct",
 ]

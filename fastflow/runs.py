@@ -1,0 +1,398 @@
+"""Scan runs: one validated configuration, one folder per run, start, resume and finish.
+
+The command line and the Prefect flows go through the same three steps, so a scan behaves the same
+whichever way it is started:
+
+1. :meth:`ScanConfig.check` validates every parameter (and loads the sample, the sampler and its model)
+   before anything is created or moved;
+2. :func:`create_run` makes the run folder and its scan store, recording the configuration in the store;
+3. :func:`acquire` opens the store for appending, rebuilds sampler and instrument from the recorded
+   configuration and runs the scan loop. If the store already holds points (a killed or failed run),
+   they are replayed and the scan continues: nothing is lost or measured twice. Calling it again after a
+   failure is therefore always safe, which is what :func:`resume` and task retries do.
+
+A run folder holds ``scan.zarr`` (the store), ``report.json`` and ``scan.png``.
+
+Examples
+--------
+>>> config = ScanConfig(sample="flakes", sampler="halton", coverage=0.02, snapshots=[0.01, 0.02])
+>>> run_dir = create_run(config, "/tmp/example-run")          # doctest: +SKIP
+>>> summary = acquire(run_dir)                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastflow.errors import InputError, StoreError
+from fastflow.grid import ScanGrid
+from fastflow.scan import StopRules, new_run_id, parse_fractions, run_scan
+from fastflow.store import ScanStore, is_scan_store, jsonable
+
+DEFAULT_RUNS_DIR = "fastflow-runs"
+STORE_NAME = "scan.zarr"
+REPORT_NAME = "report.json"
+FIGURE_NAME = "scan.png"
+
+#: Options of the FAST sampler that a configuration may carry.
+FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore", "erd_stop")
+
+
+def runs_root() -> Path:
+    """The folder that holds every run: ``$FASTFLOW_DATA_DIR``, or ``./fastflow-runs``."""
+    return Path(os.environ.get("FASTFLOW_DATA_DIR", DEFAULT_RUNS_DIR))
+
+
+@dataclass
+class ScanConfig:
+    """Everything a scan on the simulated instrument needs; JSON-ready, recorded in the store.
+
+    Parameters
+    ----------
+    sample : str
+        Bundled sample name or image file (the simulated instrument's sample, and the truth for metrics).
+    sampler : str
+        Sampler name (:func:`fastflow.sampling.registry.available_samplers`).
+    coverage : float
+        Stop when this fraction of pixels is measured, in (0, 1].
+    batch_size : int
+        Points per step.
+    snapshots : list of float
+        Coverages at which a reconstruction and metrics are stored.
+    recon : str
+        Reconstruction of snapshots and of the final image.
+    seed : int
+        Seed of the sampler and of the instrument noise.
+    time_budget : float, optional
+        Stop when the simulated acquisition time reaches this many seconds.
+    noise : str
+        ``none``, ``poisson:PEAK`` or ``gaussian:SIGMA``.
+    pixel_size, units : float, str
+        Physical grid.
+    dwell, speed, settle : float
+        Simulated detector dwell (s), stage speed (units/s) and settle time (s).
+    route : bool, optional
+        Visit each batch along a short route (default: for samplers whose batches are sets).
+    sampler_options : dict
+        Options of the sampler; for ``fast``: model, initial_coverage, diversity, proximity, explore, erd_stop.
+    """
+
+    sample: str = "flakes"
+    sampler: str = "fast"
+    coverage: float = 0.2
+    batch_size: int = 50
+    snapshots: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2])
+    recon: str = "idw"
+    seed: int = 0
+    time_budget: float | None = None
+    noise: str = "none"
+    pixel_size: float = 1.0
+    units: str = "px"
+    dwell: float = 0.01
+    speed: float = 100.0
+    settle: float = 0.005
+    route: bool | None = None
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScanConfig:
+        """A configuration from a mapping; unknown keys are refused with their names."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"a scan configuration must be a mapping; got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"unknown scan parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return jsonable(dataclasses.asdict(self))
+
+    def check(self) -> ScanSetup:
+        """Validate every parameter and build what the scan needs, without touching the disk.
+
+        Returns
+        -------
+        ScanSetup
+
+        Raises
+        ------
+        InputError
+            Naming the parameter that is wrong and what it should be.
+        """
+        return _setup(self)
+
+
+@dataclass
+class ScanSetup:
+    """A validated configuration with its sample image, grid, sampler and stop rules."""
+
+    config: ScanConfig
+    image: np.ndarray
+    sample_meta: dict[str, Any]
+    grid: ScanGrid
+    sampler: Any
+    stop: StopRules
+    snapshots: list[float]
+
+    def instrument(self, start: Any = None, seed_offset: int = 0) -> Any:
+        """The simulated instrument, its stage at ``start`` and its noise seeded with ``seed + seed_offset``."""
+        from fastflow.instruments.simulated import SimulatedInstrument
+
+        c = self.config
+        return SimulatedInstrument(self.image, self.grid, noise=c.noise, dwell=c.dwell, speed=c.speed,
+                                   settle=c.settle, seed=c.seed + seed_offset, start=start)
+
+
+def _integer(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _setup(config: ScanConfig) -> ScanSetup:
+    from fastflow.images import load_sample
+    from fastflow.instruments.simulated import parse_noise
+    from fastflow.recon import available_methods
+    from fastflow.sampling.registry import make_sampler
+
+    c = config
+    c.batch_size = _integer(c.batch_size, "batch size", 1)
+    c.seed = _integer(c.seed, "seed", 0)
+    if c.recon not in available_methods():
+        raise InputError(f"unknown reconstruction {c.recon!r}; available: {', '.join(available_methods())}")
+    stop = StopRules(coverage=c.coverage, time_budget=c.time_budget)
+    c.coverage = stop.coverage
+    snapshots = parse_fractions(c.snapshots, "snapshots (coverages)")
+    c.snapshots = snapshots
+    parse_noise(c.noise)
+    if c.route is not None and not isinstance(c.route, bool):
+        raise InputError(f"route must be true, false or unset; got {c.route!r}")
+    if not isinstance(c.sampler_options, Mapping):
+        raise InputError(f"sampler options must be a mapping; got {c.sampler_options!r}")
+    options = {k: v for k, v in c.sampler_options.items() if v is not None}
+    if c.sampler.strip().lower() == "fast":
+        unknown = sorted(set(options) - set(FAST_OPTIONS))
+        if unknown:
+            raise InputError(f"unknown FAST option(s) {', '.join(unknown)}; known: {', '.join(FAST_OPTIONS)}")
+        if options.get("model") is not None:
+            options["model"] = str(Path(options["model"]).expanduser().resolve())
+    elif options:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
+        raise InputError(f"{flags} (sampler options {', '.join(sorted(options))}) apply to --sampler fast only")
+    c.sampler_options = options
+    image, sample_meta = load_sample(c.sample)
+    if sample_meta.get("path"):
+        c.sample = sample_meta["path"]            # absolute, so that a resume from elsewhere finds it
+    try:
+        grid = ScanGrid(image.shape, pixel_size=(float(c.pixel_size), float(c.pixel_size)), units=str(c.units))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad grid: {exc}") from None
+    sampler = make_sampler(c.sampler, grid, coverage=stop.coverage, seed=c.seed, **options)
+    setup = ScanSetup(c, image, sample_meta, grid, sampler, stop, snapshots)
+    setup.instrument()                            # validates dwell, speed, settle
+    return setup
+
+
+def find_run(run: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a run given its id (looked up under ``root``) or its path.
+
+    Raises
+    ------
+    InputError
+        If no run folder with a scan store is found.
+    """
+    candidates = [Path(run)]
+    if root is not None or not Path(run).is_absolute():
+        candidates.append(Path(root if root is not None else runs_root()) / str(run))
+    for path in candidates:
+        if path.name == STORE_NAME:
+            path = path.parent
+        if is_scan_store(path / STORE_NAME):
+            return path
+    raise InputError(f"no run {str(run)!r}: no {STORE_NAME} in {' or '.join(str(p) for p in candidates)}")
+
+
+def create_run(config: ScanConfig, run_dir: str | os.PathLike | None = None, *,
+               run_id: str | None = None, extra_attrs: Mapping[str, Any] | None = None) -> Path:
+    """Validate ``config`` and create the run folder with an empty scan store.
+
+    Parameters
+    ----------
+    config : ScanConfig
+        Checked first; nothing is created if it is invalid.
+    run_dir : path-like, optional
+        A new or empty folder (default: ``runs_root() / run_id``).
+    run_id : str, optional
+        Default: a new sortable id.
+    extra_attrs : mapping, optional
+        More provenance for the store (e.g. the flow run id).
+
+    Returns
+    -------
+    Path
+        The run folder.
+    """
+    setup = config.check()
+    run_id = run_id or new_run_id()
+    run_dir = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise InputError(f"output folder {run_dir} already exists and is not empty; choose a new one")
+    store = ScanStore.create(
+        run_dir / STORE_NAME,
+        setup.grid,
+        channels=("value",),
+        with_metrics=True,
+        attrs={
+            "run_id": run_id,
+            "config": config.to_dict(),
+            "sample": setup.sample_meta,
+            "sampler": setup.sampler.params(),
+            "instrument": setup.instrument().describe(),
+            "seed": config.seed,
+            "batch_size": config.batch_size,
+            "stop_rules": {"coverage": setup.stop.coverage, "time_budget_s": setup.stop.time_budget},
+            "reconstruction_method": config.recon,
+            "software": software_versions(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            **dict(extra_attrs or {}),
+        },
+    )
+    store.release()
+    return run_dir
+
+
+def run_config(run_dir: str | os.PathLike) -> ScanConfig:
+    """The configuration recorded in a run's store."""
+    attrs = ScanStore.open(Path(run_dir) / STORE_NAME).attrs
+    if "config" not in attrs:
+        raise StoreError(f"run {run_dir} has no recorded configuration (made by an older fastflow?)")
+    return ScanConfig.from_dict(attrs["config"])
+
+
+def acquire(
+    run_dir: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    figure: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) the scan of a run folder until a stop rule holds, and write its report.
+
+    Points already in the store are replayed into the sampler and never measured again; the instrument
+    starts at the last stored position and the clock continues.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A folder made by :func:`create_run`.
+    progress : callable, optional
+        ``progress(n_measured, n_target)`` after each batch.
+    figure : bool
+        Write ``scan.png``.
+
+    Returns
+    -------
+    dict
+        The JSON-ready report (also written to ``report.json``).
+
+    Raises
+    ------
+    InputError
+        If the run is already complete.
+    StoreError, InstrumentError
+        Whatever stopped the scan; the store then holds every point measured before, with
+        ``status="failed"`` and the error in its attrs.
+    """
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    store = ScanStore.open(run_dir / STORE_NAME, "a")
+    try:
+        if store.attrs.get("status") == "complete":
+            raise InputError(f"run {run_dir.name} is already complete ({store.n_points} points); nothing to resume")
+        setup = config.check()
+        start, offset = None, 0
+        if store.n_points:
+            m = store.measurements()
+            start, offset = m["positions"][-1], store.n_points
+        result = run_scan(setup.sampler, setup.instrument(start=start, seed_offset=offset), store,
+                          stop=setup.stop, batch_size=config.batch_size, snapshots=setup.snapshots,
+                          truth=setup.image, recon_method=config.recon, route=config.route, progress=progress)
+    except KeyboardInterrupt:
+        store.close(stop_reason="interrupted", status="interrupted")
+        raise
+    except BaseException as exc:
+        try:
+            store.update_attrs(status="failed", error=str(exc))
+        finally:
+            store.release()
+        raise
+    store.close(stop_reason=result.stop_reason)
+    fig_path = None
+    if figure:
+        from fastflow.figures import scan_figure
+
+        fig_path = scan_figure(
+            run_dir / FIGURE_NAME, result.reconstruction, store.measurements()["indices"], truth=setup.image,
+            title=f"{setup.sample_meta['sample']} | {setup.sampler.name} | {result.coverage:.1%} | {config.recon}",
+        )
+    summary = jsonable({
+        "run_id": store.attrs["run_id"],
+        "run_dir": str(run_dir),
+        "store": str(store.path),
+        "figure": fig_path,
+        "sample": setup.sample_meta["sample"],
+        "sampler": setup.sampler.name,
+        **result.summary(),
+    })
+    (run_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, fastflow and the libraries that shape a result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("fastflow", "numpy", "scipy", "scikit-image", "scikit-learn", "zarr", "xarray"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def scan_markdown(report: dict[str, Any]) -> str:
+    """A short markdown summary: what was measured, how well, where the data is and how to open it."""
+    lines = [f"# Run {report['run_id']}",
+             f"{report['sample']} scanned with {report['sampler']}: stopped ({report['stop_reason']}) at "
+             f"{report['coverage']:.1%} coverage, {report['n_points']} points, simulated acquisition "
+             f"{report['acquisition_time_s']:.1f} s.", "",
+             "| coverage | points | NRMSE | SSIM |", "|---:|---:|---:|---:|"]
+    for row in report["snapshots"]:
+        lines.append(f"| {row['coverage']:.1%} | {row['n_points']} | {row.get('nrmse', float('nan')):.4f} "
+                     f"| {row.get('ssim', float('nan')):.4f} |")
+    lines += ["", f"Store: `{report['store']}`", "", "Open it:", "```python", *open_instructions(report), "```"]
+    return "\n".join(lines)
+
+
+def open_instructions(report: dict[str, Any]) -> list[str]:
+    """Python lines that open the run, from Tiled when it was published, else from the store."""
+    tiled = report.get("tiled") or {}
+    if tiled.get("uri"):
+        return ["from tiled.client import from_uri",
+                f"ds = from_uri({tiled['uri']!r}, api_key=API_KEY)[{tiled['key']!r}].read()"]
+    if tiled.get("catalog"):
+        return [f"# after `fastflow serve {tiled['catalog']} --api-key KEY` in another terminal:",
+                "from tiled.client import from_uri",
+                f"ds = from_uri('http://127.0.0.1:8000', api_key='KEY')[{tiled['key']!r}].read()"]
+    return ["import xarray", f"ds = xarray.open_zarr({report['store']!r}, consolidated=False)"]
