@@ -32,8 +32,12 @@ def _runs_root() -> Path:
 
 @app.command()
 def scan(
-    sample: Annotated[str, typer.Option(help="Bundled sample name (see `fastflow samples`) or a .tif/.tiff/.npy/.png file.")] = "flakes",
+    sample: Annotated[Optional[str], typer.Option(help="Bundled sample name (see `fastflow samples`) or a .tif/.tiff/.npy/.png file [default: flakes]. With --instrument epics: the truth for metrics, if known.", show_default=False)] = None,
     sampler: Annotated[str, typer.Option(help="Sampler name (see `fastflow samplers`).")] = "fast",
+    instrument: Annotated[str, typer.Option(help="simulated, or epics (with --pv-map).")] = "simulated",
+    pv_map: Annotated[Optional[Path], typer.Option(help="EPICS: the PV map file (TOML; see `fastflow ioc --write-pv-map`).")] = None,
+    shape: Annotated[Optional[str], typer.Option(help="EPICS: grid shape NY,NX (default: the --sample's shape).")] = None,
+    origin: Annotated[Optional[str], typer.Option(help="Physical position Y,X of pixel (0, 0) [default: 0,0].")] = None,
     stop_coverage: Annotated[str, typer.Option(help="Stop when this fraction of pixels is measured, in (0, 1].")] = "0.2",
     out: Annotated[Optional[Path], typer.Option(help="New folder for this run (default: ./fastflow-runs/RUN_ID, or $FASTFLOW_DATA_DIR/RUN_ID).")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue a stopped run (its id under the data folder, or its folder); other scan options are ignored.")] = None,
@@ -51,6 +55,7 @@ def scan(
     settle: Annotated[float, typer.Option(help="Simulated settle time after each move, seconds.")] = 0.005,
     report: Annotated[str, typer.Option(help="Report format: text, or json (one JSON object on stdout).")] = "text",
     route: Annotated[Optional[bool], typer.Option("--route/--no-route", help="Visit each batch along a short route (default: for samplers whose batches are sets).")] = None,
+    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Choose the next batch while the instrument measures this one.")] = False,
     model: Annotated[Optional[Path], typer.Option(help="FAST: ERD model file (default: the model shipped with fastflow).")] = None,
     initial_coverage: Annotated[Optional[float], typer.Option(help="FAST: coverage of the initial Halton scan [default: the sampler's].")] = None,
     diversity: Annotated[Optional[float], typer.Option(help="FAST: spread of each batch (0 = plain top-ERD) [default: the sampler's].")] = None,
@@ -81,10 +86,14 @@ def scan(
         options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
                    "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop}
         options = {k: v for k, v in options.items() if v is not None}
+        if sample is None and instrument == "simulated":
+            sample = "flakes"
         config = ScanConfig(sample=sample, sampler=sampler, coverage=stop_coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
                             pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
-                            route=route, sampler_options=options)
+                            route=route, overlap=overlap, sampler_options=options, instrument=instrument,
+                            pv_map=str(pv_map) if pv_map is not None else None,
+                            shape=_numbers(shape, "--shape", int, 2), origin=_numbers(origin, "--origin", float, 2))
         config.check()
         run_id = new_run_id()
         run_dir = Path(out) if out is not None else runs_root() / run_id
@@ -171,6 +180,21 @@ def serve(
     serve_catalog(data_dir if data_dir is not None else runs_root(), host=host, port=port, api_key=key)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def ioc(ctx: typer.Context) -> None:
+    """A simulated scanning beamline as a caproto soft IOC on 127.0.0.1 (`fastflow ioc --help` for options).
+
+    fastflow ioc --sample NAME_OR_PATH [--prefix SIM:] [--noise ...] [--pixel-size D] [--time-scale S]
+    [--write-pv-map FILE]; Channel Access ports come from the EPICS environment variables.
+    """
+    try:
+        from fastflow.instruments.ioc import main as ioc_main
+    except ImportError as exc:
+        raise InputError(f"the IOC needs the epics extra: pip install 'fastflow[epics]' ({exc})") from None
+    raise typer.Exit(ioc_main(list(ctx.args)))
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="New or empty folder for the models, their cards and the selection report.")],
@@ -206,6 +230,19 @@ def train(
     (out / "model-card.json").write_text(card_json(model))
     typer.echo(f"chosen c = {model.card['c']:g}; model: {out / 'erd-model.npz'}")
     typer.echo(model.describe())
+
+
+def _numbers(text: Optional[str], what: str, kind: type, count: int) -> Optional[list]:
+    """``"a,b"`` as ``count`` numbers of ``kind``, or None."""
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in _split(text, what)]
+    except ValueError:
+        raise InputError(f"{what} must be {count} comma-separated numbers; got {text!r}") from None
+    if len(values) != count:
+        raise InputError(f"{what} must be {count} comma-separated numbers; got {text!r}")
+    return values
 
 
 def _split(text: str, what: str) -> list[str]:

@@ -62,12 +62,12 @@ EVALUATION_NAME = "evaluation.zarr"
 
 
 def run_truth(attrs: dict[str, Any]) -> np.ndarray | None:
-    """The ground truth of a run on the simulated instrument (its sample image), or ``None`` if unknown."""
+    """The ground truth of a run (its configured sample image: the simulated instrument's sample, or the
+    image a simulated beamline serves), or ``None`` if unknown."""
     from fastflow.images import load_sample
 
     config = attrs.get("config") or {}
-    instrument = (attrs.get("instrument") or {}).get("kind", "simulated")
-    if "sample" not in config or instrument != "simulated":
+    if not config.get("sample"):
         return None
     image, _ = load_sample(config["sample"])
     return check_image(image)

@@ -43,6 +43,9 @@ STORE_NAME = "scan.zarr"
 REPORT_NAME = "report.json"
 FIGURE_NAME = "scan.png"
 
+#: Where a scan's values come from.
+INSTRUMENTS = ("simulated", "epics")
+
 #: Options of the FAST sampler that a configuration may carry.
 FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore", "erd_stop")
 
@@ -58,8 +61,9 @@ class ScanConfig:
 
     Parameters
     ----------
-    sample : str
-        Bundled sample name or image file (the simulated instrument's sample, and the truth for metrics).
+    sample : str, optional
+        Bundled sample name or image file: the simulated instrument's sample and the truth for metrics. With
+        ``instrument="epics"`` it is optional: the truth (metrics) and the grid shape, when known.
     sampler : str
         Sampler name (:func:`fastflow.sampling.registry.available_samplers`).
     coverage : float
@@ -82,11 +86,21 @@ class ScanConfig:
         Simulated detector dwell (s), stage speed (units/s) and settle time (s).
     route : bool, optional
         Visit each batch along a short route (default: for samplers whose batches are sets).
+    overlap : bool
+        Choose batch k+1 while batch k is measured (see :func:`fastflow.scan.run_scan`).
     sampler_options : dict
         Options of the sampler; for ``fast``: model, initial_coverage, diversity, proximity, explore, erd_stop.
+    instrument : {"simulated", "epics"}
+        Where the values come from.
+    pv_map : str, optional
+        EPICS: the PV map file (:mod:`fastflow.instruments.pvmap`).
+    shape : list of int, optional
+        EPICS: grid shape ``[ny, nx]`` (default: the sample's shape).
+    origin : list of float, optional
+        Physical position of pixel (0, 0) (default ``[0, 0]``).
     """
 
-    sample: str = "flakes"
+    sample: str | None = "flakes"
     sampler: str = "fast"
     coverage: float = 0.2
     batch_size: int = 50
@@ -101,7 +115,12 @@ class ScanConfig:
     speed: float = 100.0
     settle: float = 0.005
     route: bool | None = None
+    overlap: bool = False
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    instrument: str = "simulated"
+    pv_map: str | None = None
+    shape: list[int] | None = None
+    origin: list[float] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScanConfig:
@@ -138,7 +157,7 @@ class ScanSetup:
     """A validated configuration with its sample image, grid, sampler and stop rules."""
 
     config: ScanConfig
-    image: np.ndarray
+    image: np.ndarray | None
     sample_meta: dict[str, Any]
     grid: ScanGrid
     sampler: Any
@@ -146,10 +165,19 @@ class ScanSetup:
     snapshots: list[float]
 
     def instrument(self, start: Any = None, seed_offset: int = 0) -> Any:
-        """The simulated instrument, its stage at ``start`` and its noise seeded with ``seed + seed_offset``."""
+        """The instrument of the run.
+
+        Simulated: its stage at ``start`` and its noise seeded with ``seed + seed_offset`` (a resumed run
+        does not repeat the noise of the points before). EPICS: connected to the PVs of the map (the stage
+        is wherever it is).
+        """
+        c = self.config
+        if c.instrument == "epics":
+            from fastflow.instruments.epics import EpicsInstrument
+
+            return EpicsInstrument(self.grid, c.pv_map)
         from fastflow.instruments.simulated import SimulatedInstrument
 
-        c = self.config
         return SimulatedInstrument(self.image, self.grid, noise=c.noise, dwell=c.dwell, speed=c.speed,
                                    settle=c.settle, seed=c.seed + seed_offset, start=start)
 
@@ -178,6 +206,8 @@ def _setup(config: ScanConfig) -> ScanSetup:
     parse_noise(c.noise)
     if c.route is not None and not isinstance(c.route, bool):
         raise InputError(f"route must be true, false or unset; got {c.route!r}")
+    if not isinstance(c.overlap, bool):
+        raise InputError(f"overlap must be true or false; got {c.overlap!r}")
     if not isinstance(c.sampler_options, Mapping):
         raise InputError(f"sampler options must be a mapping; got {c.sampler_options!r}")
     options = {k: v for k, v in c.sampler_options.items() if v is not None}
@@ -191,16 +221,40 @@ def _setup(config: ScanConfig) -> ScanSetup:
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
         raise InputError(f"{flags} (sampler options {', '.join(sorted(options))}) apply to --sampler fast only")
     c.sampler_options = options
-    image, sample_meta = load_sample(c.sample)
-    if sample_meta.get("path"):
-        c.sample = sample_meta["path"]            # absolute, so that a resume from elsewhere finds it
+    if c.instrument not in INSTRUMENTS:
+        raise InputError(f"unknown instrument {c.instrument!r}; use one of {', '.join(INSTRUMENTS)}")
+    image, sample_meta = None, {"sample": None, "source": None, "path": None}
+    if c.sample is not None:
+        image, sample_meta = load_sample(c.sample)
+        if sample_meta.get("path"):
+            c.sample = sample_meta["path"]        # absolute, so that a resume from elsewhere finds it
+    if c.instrument == "simulated":
+        if image is None:
+            raise InputError("the simulated instrument needs a sample (a bundled name or an image file)")
+        if c.pv_map is not None:
+            raise InputError("--pv-map applies to --instrument epics only")
+    else:
+        from fastflow.instruments.pvmap import PvMap
+
+        if c.pv_map is None:
+            raise InputError("--instrument epics needs --pv-map FILE (see `fastflow ioc --write-pv-map`)")
+        c.pv_map = str(Path(c.pv_map).expanduser().resolve())
+        PvMap.load(c.pv_map)                      # a clear error for a missing or invalid map
+    shape = c.shape if c.shape is not None else (None if image is None else list(image.shape))
+    if shape is None:
+        raise InputError("--instrument epics needs the grid shape: --shape NY,NX (or a --sample to take it from)")
+    if image is not None and tuple(shape) != image.shape:
+        raise InputError(f"grid shape {tuple(shape)} differs from the sample's {image.shape}")
     try:
-        grid = ScanGrid(image.shape, pixel_size=(float(c.pixel_size), float(c.pixel_size)), units=str(c.units))
+        grid = ScanGrid(tuple(int(n) for n in shape), pixel_size=(float(c.pixel_size), float(c.pixel_size)),
+                        origin=tuple(float(v) for v in (c.origin or (0.0, 0.0))), units=str(c.units))
     except (TypeError, ValueError) as exc:
         raise InputError(f"bad grid: {exc}") from None
+    c.shape, c.origin = list(grid.shape), list(grid.origin)
     sampler = make_sampler(c.sampler, grid, coverage=stop.coverage, seed=c.seed, **options)
     setup = ScanSetup(c, image, sample_meta, grid, sampler, stop, snapshots)
-    setup.instrument()                            # validates dwell, speed, settle
+    if c.instrument == "simulated":
+        setup.instrument()                        # validates dwell, speed, settle
     return setup
 
 
@@ -248,17 +302,22 @@ def create_run(config: ScanConfig, run_dir: str | os.PathLike | None = None, *,
     run_dir = Path(run_dir) if run_dir is not None else runs_root() / run_id
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise InputError(f"output folder {run_dir} already exists and is not empty; choose a new one")
+    instrument = setup.instrument()               # EPICS: connects now, so a dead IOC stops us before the store exists
+    try:
+        described, channels = instrument.describe(), tuple(instrument.channels)
+    finally:
+        _close(instrument)
     store = ScanStore.create(
         run_dir / STORE_NAME,
         setup.grid,
-        channels=("value",),
+        channels=channels,
         with_metrics=True,
         attrs={
             "run_id": run_id,
             "config": config.to_dict(),
             "sample": setup.sample_meta,
             "sampler": setup.sampler.params(),
-            "instrument": setup.instrument().describe(),
+            "instrument": described,
             "seed": config.seed,
             "batch_size": config.batch_size,
             "stop_rules": {"coverage": setup.stop.coverage, "time_budget_s": setup.stop.time_budget},
@@ -324,9 +383,13 @@ def acquire(
         if store.n_points:
             m = store.measurements()
             start, offset = m["positions"][-1], store.n_points
-        result = run_scan(setup.sampler, setup.instrument(start=start, seed_offset=offset), store,
-                          stop=setup.stop, batch_size=config.batch_size, snapshots=setup.snapshots,
-                          truth=setup.image, recon_method=config.recon, route=config.route, progress=progress)
+        instrument = setup.instrument(start=start, seed_offset=offset)
+        try:
+            result = run_scan(setup.sampler, instrument, store, stop=setup.stop, batch_size=config.batch_size,
+                              snapshots=setup.snapshots, truth=setup.image, recon_method=config.recon,
+                              route=config.route, progress=progress, overlap=config.overlap)
+        finally:
+            _close(instrument)
     except KeyboardInterrupt:
         store.close(stop_reason="interrupted", status="interrupted")
         raise
@@ -343,7 +406,8 @@ def acquire(
 
         fig_path = scan_figure(
             run_dir / FIGURE_NAME, result.reconstruction, store.measurements()["indices"], truth=setup.image,
-            title=f"{setup.sample_meta['sample']} | {setup.sampler.name} | {result.coverage:.1%} | {config.recon}",
+            title=(f"{setup.sample_meta['sample'] or config.instrument} | {setup.sampler.name} | "
+                   f"{result.coverage:.1%} | {config.recon}"),
         )
     summary = jsonable({
         "run_id": store.attrs["run_id"],
@@ -351,11 +415,18 @@ def acquire(
         "store": str(store.path),
         "figure": fig_path,
         "sample": setup.sample_meta["sample"],
+        "instrument": config.instrument,
         "sampler": setup.sampler.name,
         **result.summary(),
     })
     (run_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _close(instrument: Any) -> None:
+    close = getattr(instrument, "close", None)
+    if close is not None:
+        close()
 
 
 def software_versions() -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +16,27 @@ from typing import Any
 import numpy as np
 
 from fastflow.errors import InputError, InstrumentError
-from fastflow.instruments.base import Instrument
+from fastflow.instruments.base import Instrument, Measurement
 from fastflow.metrics import evaluate
 from fastflow.recon import reconstruct
 from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.store import ScanStore
+
+class _Inline:
+    """An executor that runs the call at once, in this thread (the sequential scan)."""
+
+    @staticmethod
+    def submit(func: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
+_INLINE = _Inline()
 
 #: Why a scan stopped, as recorded in the store's ``stop_reason`` attribute.
 STOP_COVERAGE = "coverage reached"
@@ -101,6 +117,7 @@ def run_scan(
     recon_method: str = "idw",
     route: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    overlap: bool = False,
 ) -> ScanResult:
     """Run a scan until a stop rule holds, persisting every batch before the sampler sees it.
 
@@ -132,6 +149,11 @@ def run_scan(
         Default: for samplers whose batches are sets (``sampler.ordered`` is false), not for trajectories.
     progress : callable, optional
         Called as ``progress(n_measured, n_target)`` after each batch.
+    overlap : bool, optional
+        Measure and think in parallel: while the instrument measures batch k (in a thread), the sampler
+        already chooses batch k+1 from the points measured before batch k. Static samplers choose the same
+        points either way; an adaptive sampler's batch k+1 then lacks batch k's values (a one-batch lag).
+        The time saved is the sampler's step time per batch. Errors in either keep the batch in flight.
 
     Returns
     -------
@@ -141,7 +163,7 @@ def run_scan(
         raise InputError(f"batch size must be a positive integer; got {batch_size!r}")
     grid = store.grid
     n_total = grid.size
-    n_target = max(1, math.ceil(stop.coverage * n_total - 1e-9))
+    n_target = max(1, round(stop.coverage * n_total))      # as many pixels as a static pattern of that coverage
     snap_targets = sorted({max(1, round(c * n_total)) for c in snapshots if c <= stop.coverage})
     idx_parts, val_parts = [], []
     done_snapshots = {int(round(c * n_total)) for c in store.snapshots()[0]}
@@ -168,47 +190,89 @@ def run_scan(
         store.add_snapshot(cov, image, metrics)
         done_snapshots.add(n_measured)
 
-    stop_reason = STOP_SAMPLER
-    while True:
-        n_measured = sampler.n_measured
-        if n_measured >= n_target:
-            stop_reason = STOP_COVERAGE
-            break
-        if stop.time_budget is not None and t_offset + instrument.elapsed >= stop.time_budget:
-            stop_reason = STOP_TIME
-            break
-        if sampler.done:
-            stop_reason = getattr(sampler, "stop_reason", None) or STOP_SAMPLER
-            break
-        limit = min(batch_size, n_target - n_measured)
-        upcoming = [t for t in snap_targets if t > n_measured]
+    last = {"batch": idx_parts[-1] if idx_parts else None}   # the batch the stage visits last, for routes
+
+    def plan() -> np.ndarray | None:
+        """The next batch (routed), counting points being measured as taken; None when no batch is due."""
+        n_known = sampler.n_measured + sampler.n_pending
+        if n_known >= n_target or sampler.done:
+            return None
+        limit = min(batch_size, n_target - n_known)
+        upcoming = [t for t in snap_targets if t > n_known]
         if upcoming:
-            limit = min(limit, upcoming[0] - n_measured)
+            limit = min(limit, upcoming[0] - n_known)
         indices = sampler.ask(limit)
         if len(indices) == 0:
-            break
+            return None
         if route:
-            here = grid.to_position(idx_parts[-1][-1:])[0] if idx_parts else np.asarray(grid.origin)
+            prev = last["batch"]
+            here = grid.to_position(prev[-1:])[0] if prev is not None else np.asarray(grid.origin)
             indices = indices[order_route(grid.to_position(indices), here)]
-        try:
-            measured = instrument.measure(indices)
-        except (InstrumentError, KeyboardInterrupt) as exc:
-            # an instrument that failed (or was stopped) part-way hands over what it measured: keep it
-            partial = getattr(exc, "partial", None)
-            if partial is not None and len(partial):
-                store.append(indices[: len(partial)], partial.values, positions=partial.positions,
-                             times=t_offset + partial.times, batch=batch_no)
-            raise
+        last["batch"] = indices
+        return indices
+
+    def persist(indices: np.ndarray, measured: Measurement) -> None:
+        nonlocal batch_no
         store.append(indices, measured.values, positions=measured.positions, times=t_offset + measured.times,
                      batch=batch_no)
         batch_no += 1
         idx_parts.append(indices)
         val_parts.append(measured.values[:, 0])
         sampler.tell(indices, measured.values)
-        if sampler.n_measured in snap_targets and sampler.n_measured not in done_snapshots:
-            snapshot(sampler.n_measured)
-        if progress is not None:
-            progress(sampler.n_measured, n_target)
+
+    def keep_partial(indices: np.ndarray, exc: BaseException) -> None:
+        """An instrument that failed (or was stopped) part-way hands over what it measured: keep it."""
+        partial = getattr(exc, "partial", None)
+        if partial is not None and len(partial):
+            store.append(indices[: len(partial)], partial.values, positions=partial.positions,
+                         times=t_offset + partial.times, batch=batch_no)
+
+    def finish(running: Future, indices: np.ndarray) -> Measurement:
+        """Wait for the batch in flight; whatever happens, what it measured is on disk before this returns."""
+        try:
+            return running.result()
+        except KeyboardInterrupt as exc:
+            if running.done():           # the measurement itself was interrupted
+                keep_partial(indices, exc)
+                raise
+            persist(indices, finish(running, indices))   # Ctrl-C while waiting: the batch completes, then stop
+            raise
+        except BaseException as exc:
+            keep_partial(indices, exc)
+            raise
+
+    stop_reason = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastflow-measure") if overlap else None
+    try:
+        batch = plan()
+        while batch is not None:
+            if stop.time_budget is not None and t_offset + instrument.elapsed >= stop.time_budget:
+                stop_reason = STOP_TIME
+                break
+            running = (pool or _INLINE).submit(instrument.measure, batch)
+            following = None
+            if pool is not None:  # measure this batch while the sampler chooses the next one from what is known
+                try:
+                    following = plan()
+                except BaseException:
+                    persist(batch, finish(running, batch))
+                    raise
+            persist(batch, finish(running, batch))
+            if sampler.n_measured in snap_targets and sampler.n_measured not in done_snapshots:
+                snapshot(sampler.n_measured)
+            if progress is not None:
+                progress(sampler.n_measured, n_target)
+            batch = following if following is not None else plan()   # a sampler may need the values first
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    if stop_reason is None:
+        if sampler.n_measured >= n_target:
+            stop_reason = STOP_COVERAGE
+        elif sampler.done:
+            stop_reason = getattr(sampler, "stop_reason", None) or STOP_SAMPLER
+        else:
+            stop_reason = STOP_SAMPLER
 
     if not idx_parts:
         raise InputError("the scan measured no points; check the sampler and stop rules")

@@ -19,7 +19,7 @@ def tiled_target(tiled_uri: str | None, api_key: str | None) -> tuple[str | None
 
 @flow(name="adaptive-scan")
 def adaptive_scan(
-    sample: str = "flakes",
+    sample: str | None = "flakes",
     sampler: str = "fast",
     coverage: float = 0.2,
     batch_size: int = 50,
@@ -34,7 +34,12 @@ def adaptive_scan(
     speed: float = 100.0,
     settle: float = 0.005,
     route: bool | None = None,
+    overlap: bool = False,
     sampler_options: dict[str, Any] | None = None,
+    instrument: str = "simulated",
+    pv_map: str | None = None,
+    shape: list[int] | None = None,
+    origin: list[float] | None = None,
     run_dir: str | None = None,
     run_id: str | None = None,
     resume: str | None = None,
@@ -49,7 +54,9 @@ def adaptive_scan(
     """Scan a sample, persist every batch as it arrives, rebuild and score it, and publish the run.
 
     Every parameter is validated before anything is created or moved. With ``resume`` (a run id or
-    folder) the scan parameters are ignored and the stored run continues where it stopped.
+    folder) the scan parameters are ignored and the stored run continues where it stopped. The scan
+    parameters are those of :class:`fastflow.runs.ScanConfig`: ``instrument="epics"`` with ``pv_map`` (and
+    ``shape`` or a ``sample``) drives a beamline through EPICS instead of the simulated instrument.
 
     Returns
     -------
@@ -58,10 +65,11 @@ def adaptive_scan(
         plus ``evaluation`` (path) and ``tiled`` (where the run was published).
     """
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.logging import get_run_logger
 
-    from fastflow.recon import available_methods
-    from fastflow.runs import ScanConfig, find_run, runs_root, scan_markdown
     from fastflow.errors import InputError
+    from fastflow.recon import available_methods
+    from fastflow.runs import ScanConfig, find_run, open_instructions, runs_root, scan_markdown
     from flows.reconstruct_and_evaluate import reconstruct_and_evaluate
     from tasks.publishing import publish_run
     from tasks.scanning import acquire, create_scan_run
@@ -77,7 +85,8 @@ def adaptive_scan(
         config = ScanConfig(sample=sample, sampler=sampler, coverage=coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
                             pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
-                            route=route, sampler_options=dict(sampler_options or {}))
+                            route=route, overlap=overlap, sampler_options=dict(sampler_options or {}),
+                            instrument=instrument, pv_map=pv_map, shape=shape, origin=origin)
         config.check()
         if run_dir is None and data_dir is not None:
             from fastflow.scan import new_run_id
@@ -100,6 +109,8 @@ def adaptive_scan(
     create_table_artifact(report["snapshots"], key="scan-snapshots",
                           description=f"Snapshots of run {report['run_id']}")
     create_markdown_artifact(scan_markdown(report), key="scan-summary", description="Where the run is")
+    get_run_logger().info("run %s is in %s; open it with:\n    %s", report["run_id"], folder,
+                          "\n    ".join(open_instructions(report)))
     return report
 
 

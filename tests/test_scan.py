@@ -131,3 +131,34 @@ def test_bad_parameters():
     with pytest.raises(InputError, match="snapshot"):
         parse_fractions("0.1,x")
     assert parse_fractions("0.2, 0.1,0.2") == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("name", ["raster", "halton"])
+def test_overlap_gives_a_static_sampler_the_same_scan(tmp_path, name):
+    stores = []
+    for overlap in (False, True):
+        store = new_store(tmp_path, f"{name}-{overlap}.zarr")
+        run_scan(make_sampler(name, GRID, coverage=0.3, seed=2), SimulatedInstrument(IMAGE, seed=0), store,
+                 stop=StopRules(coverage=0.3), batch_size=40, snapshots=[0.1], overlap=overlap)
+        store.close()
+        stores.append(ScanStore.open(store.path).measurements())
+    for key in ("indices", "values", "positions", "time"):
+        np.testing.assert_array_equal(stores[0][key], stores[1][key])
+
+
+def test_overlap_with_fast_measures_each_point_once_and_keeps_the_batch_in_flight(tmp_path):
+    store = new_store(tmp_path)
+    result = run_scan(make_sampler("fast", GRID, coverage=0.25, seed=0), SimulatedInstrument(IMAGE, seed=0),
+                      store, stop=StopRules(coverage=0.25), batch_size=30, snapshots=[0.1], truth=IMAGE,
+                      overlap=True)
+    flat = GRID.ravel(ScanStore.open(store.path).measurements()["indices"])
+    assert len(flat) == len(np.unique(flat)) == round(0.25 * GRID.size) == result.n_points
+    assert result.snapshots[-1]["nrmse"] < result.snapshots[0]["nrmse"]
+
+    failing = new_store(tmp_path, "failing.zarr")
+    with pytest.raises(InstrumentError):
+        run_scan(make_sampler("raster", GRID, coverage=0.25, seed=0),
+                 FailingInstrument(IMAGE, fail_on=3, partial=9, seed=0), failing,
+                 stop=StopRules(coverage=0.25), batch_size=50, overlap=True)
+    failing.release()
+    assert ScanStore.open(failing.path).n_points == 2 * 50 + 9

@@ -1,0 +1,769 @@
+"""An instrument behind EPICS Channel Access: a stage and a detector named by a :class:`~fastflow.instruments.pvmap.PvMap`.
+
+:class:`EpicsInstrument` implements :class:`~fastflow.instruments.Instrument` over pyepics. Two modes:
+
+- ``point``: per point, put the X and Y setpoints together with put-completion, wait until both completed and
+  the done-moving PV (if mapped) reads 1 (read together with the abort PV), put the detector trigger with
+  completion (completion = acquisition done), then read the value(s) and the readbacks in one round trip; a
+  readback more than half a pixel from the target fails the point;
+- ``list``: write the batch's X and Y positions to waveforms (in chunks as long as the waveforms), the number
+  of points, start, and follow the progress PV until the list is done, reading the values, readback
+  positions (and times) of the finished points as they come.
+
+Safety and faults
+-----------------
+- Every position of a batch is checked against the map's soft limits before anything is written; a position
+  outside raises :class:`~fastflow.errors.InputError` and nothing moves. Only PVs of the map are written.
+- Every PV operation has a deadline (``timeouts.move`` for moves and list progress, ``timeouts.acquire`` for
+  a trigger and its reads). Until then a disconnected PV is waited for and the operation repeated (a put that
+  completed because the channel disconnected is not trusted), so a short outage is ridden through; past it,
+  :class:`~fastflow.errors.InstrumentError` names the PV and the last point measured.
+- **Partial batches**: whenever :meth:`EpicsInstrument.measure` fails or is stopped part-way, the exception
+  (:class:`InstrumentError`, :class:`InstrumentAborted` or ``KeyboardInterrupt``) carries ``exc.partial``, a
+  :class:`~fastflow.instruments.Measurement` of the first ``len(exc.partial)`` points of the batch, in
+  order, already counted in :attr:`~EpicsInstrument.elapsed` and :attr:`~EpicsInstrument.path_length`. The
+  scan loop stores them before re-raising.
+- Abort: a non-zero abort PV stops the batch (:class:`InstrumentAborted`, with ``.partial``); a batch does not
+  start while it is set. ``KeyboardInterrupt`` stops a running list through the abort PV (then clears it).
+- ``dry_run=True`` never writes: it connects, reads, and :meth:`~EpicsInstrument.measure` checks the limits and
+  reads the detector and readbacks where the stage is, without moving or triggering.
+
+Keep every PV of the hot loop free of monitors (``auto_monitor=False``, as here): a caproto server delays a
+put-completion by 40–48 ms when the client monitors a PV the put changes. Set the EPICS environment
+(``EPICS_CA_ADDR_LIST``, ports) before the first Channel Access call of the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from fastflow.errors import InputError, InstrumentError
+from fastflow.grid import ScanGrid
+from fastflow.instruments.base import Measurement
+from fastflow.instruments.pvmap import PvMap
+
+ECA_NORMAL = 1
+_ECA_DISCONN_NUMBER = 24  # ECA_DISCONN = message number 24 (caerr.h)
+_RETRY_PAUSE = 0.05  # seconds between attempts while a PV is disconnected
+LIST_POLL_INTERVAL = 0.002  # seconds between polls of a running list
+
+
+class InstrumentAborted(InstrumentError):
+    """The abort PV was set (or the user interrupted) while measuring; ``.partial`` holds what was measured."""
+
+
+def _ca() -> Any:
+    try:
+        from epics import ca, dbr
+    except ImportError:
+        raise InputError("the EPICS instrument needs pyepics: pip install 'fastflow[epics]'") from None
+    return ca, dbr
+
+
+class _Box:
+    """Completion state (and value, for a get) of one CA request with a callback."""
+
+    __slots__ = ("event", "status", "value", "scalar")
+
+    def __init__(self, scalar: bool = True) -> None:
+        self.event = threading.Event()
+        self.status: int | None = None
+        self.value: Any = None
+        self.scalar = scalar
+
+
+_PENDING: set[_Box] = set()  # keeps the boxes alive while libca holds pointers to them
+_CALLBACKS: dict[str, Any] = {}
+
+
+def _put_callback() -> Any:
+    """A ctypes put-completion callback that records the CA status (pyepics' own ignores it)."""
+    if "put" not in _CALLBACKS:
+        _ca_mod, dbr = _ca()
+
+        def on_put(args: Any) -> None:
+            box = args.usr
+            if isinstance(box, _Box):
+                box.status = int(args.status)
+                box.event.set()
+
+        _CALLBACKS["put"] = ctypes.CFUNCTYPE(None, dbr.event_handler_args)(on_put)
+    return _CALLBACKS["put"]
+
+
+def _get_callback() -> Any:
+    """A ctypes get callback for DBR_DOUBLE requests: stores the status and a float (or a float64 array)."""
+    if "get" not in _CALLBACKS:
+        _ca_mod, dbr = _ca()
+        double_p = ctypes.POINTER(ctypes.c_double)
+
+        def on_get(args: Any) -> None:
+            box = args.usr
+            if not isinstance(box, _Box):
+                return
+            box.status = int(args.status)
+            if box.status == ECA_NORMAL and args.raw_dbr:
+                n = int(args.count)
+                data = np.ctypeslib.as_array(ctypes.cast(args.raw_dbr, double_p), shape=(n,)).copy()
+                box.value = float(data[0]) if box.scalar else data
+            box.event.set()
+
+        _CALLBACKS["get"] = ctypes.CFUNCTYPE(None, dbr.event_handler_args)(on_get)
+    return _CALLBACKS["get"]
+
+
+def _attach(ca: Any) -> None:
+    """Start Channel Access if needed and attach this thread to pyepics' context (once per thread)."""
+    if ca.libca is None:
+        ca.initialize_libca()
+    if not ca.current_context():
+        ca.use_initial_context()
+
+
+_CHANNELS: dict[int, _Channel] = {}
+_CA_OP_CONN_UP = 6
+RESEARCH_AFTER = 0.5  # seconds disconnected before a channel is recreated (a fresh search)
+
+
+def _connection_callback() -> Any:
+    if "conn" not in _CALLBACKS:
+        _ca_mod, dbr = _ca()
+
+        def on_connection(args: Any) -> None:
+            channel = _CHANNELS.get(args.chid)
+            if channel is not None:
+                if args.op == _CA_OP_CONN_UP:
+                    channel.up.set()
+                else:
+                    channel.up.clear()
+                    channel.down_since = time.monotonic()
+
+        _CALLBACKS["conn"] = ctypes.CFUNCTYPE(None, dbr.connection_args)(on_connection)
+    return _CALLBACKS["conn"]
+
+
+class _Channel:
+    """One CA channel of our own (not pyepics' shared cache), so that it can be recreated: libca searches for a
+    lost channel with a growing back-off (seconds), while a new channel is searched for at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = threading.Event()
+        self.down_since = time.monotonic()
+        self.chid: Any = None
+        self._create()
+
+    def _create(self) -> None:
+        ca, dbr = _ca()
+        chid = dbr.chid_t()
+        status = ca.libca.ca_create_channel(ctypes.c_char_p(self.name.encode()), _connection_callback(), None, 0,
+                                           ctypes.byref(chid))
+        if status != ECA_NORMAL:
+            raise InstrumentError(f"cannot create a CA channel for {self.name}: {ca.message(status)}")
+        self.chid = chid
+        _CHANNELS[chid.value] = self
+        self.down_since = time.monotonic()
+
+    def recreate(self) -> None:
+        """Drop the channel and search for it afresh."""
+        ca, _dbr = _ca()
+        old = self.chid
+        _CHANNELS.pop(old.value, None)
+        self.up.clear()
+        ca.libca.ca_clear_channel(old)
+        self._create()
+        ca.flush_io()
+
+    @property
+    def connected(self) -> bool:
+        return self.up.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a connection, recreating the channel if it stays lost."""
+        deadline = time.monotonic() + timeout
+        while not self.up.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if time.monotonic() - self.down_since > RESEARCH_AFTER:
+                self.recreate()
+            self.up.wait(min(remaining, RESEARCH_AFTER / 2))
+        return True
+
+    @property
+    def element_count(self) -> int:
+        return int(_ca()[0].libca.ca_element_count(self.chid))
+
+    @property
+    def field_type(self) -> int:
+        return int(_ca()[0].libca.ca_field_type(self.chid))
+
+    def close(self) -> None:
+        if self.chid is not None:
+            _CHANNELS.pop(self.chid.value, None)
+            _ca()[0].libca.ca_clear_channel(self.chid)
+            self.chid = None
+
+
+class EpicsInstrument:
+    """A scanning instrument over EPICS Channel Access; implements :class:`~fastflow.instruments.Instrument`.
+
+    Parameters
+    ----------
+    grid : ScanGrid
+        Grid indices -> physical stage positions (in the units of the map's limits).
+    pv_map : PvMap, dict or path
+        The PV map (see :mod:`fastflow.instruments.pvmap`).
+    dry_run : bool
+        Only read, never write (for checking a map on a beamline).
+
+    Raises
+    ------
+    InputError
+        For an invalid map or grid, or without pyepics.
+    InstrumentError
+        If PVs of the map do not connect within ``timeouts.connect`` (the message lists them).
+
+    Notes
+    -----
+    :attr:`elapsed` and :attr:`Measurement.times` are wall seconds since the instrument was created.
+    """
+
+    def __init__(self, grid: ScanGrid, pv_map: Any, *, dry_run: bool = False) -> None:
+        if not isinstance(grid, ScanGrid):
+            raise InputError(f"grid must be a fastflow ScanGrid; got {type(grid).__name__}")
+        self._grid = grid
+        self._map = PvMap.coerce(pv_map)
+        self._dry_run = bool(dry_run)
+        self._ca, self._dbr = _ca()
+        _attach(self._ca)
+
+        timeouts = self._map.timeouts
+        self._names = self._map.names()
+        self._pvs = {role: _Channel(name) for role, name in self._names.items()}
+        self._ca.flush_io()
+        deadline = time.monotonic() + timeouts.connect
+        for pv in self._pvs.values():
+            pv.wait(max(deadline - time.monotonic(), 0.01))
+        missing = [pv.name for pv in self._pvs.values() if not pv.connected]
+        if missing:
+            raise InstrumentError(
+                f"{len(missing)} PV(s) did not connect within {timeouts.connect:g} s: {', '.join(missing)}; "
+                "check the names in the PV map, that the IOC runs, and EPICS_CA_ADDR_LIST"
+            )
+        self._t0 = time.monotonic()
+        self._elapsed_at: float | None = None
+        self._path_length = 0.0
+        self._n_points = 0
+        self._last: str = "none yet"
+        y, x = self._read(["stage.y_readback", "stage.x_readback"], timeouts.acquire, "reading the stage")
+        self._position = np.array([float(y), float(x)])
+        self._start = self._position.copy()
+        if self._map.mode == "list":
+            roles = ["list.x_positions", "list.y_positions", "list.values", "list.x_readbacks",
+                     "list.y_readbacks", *(f"list.extra.{c}" for c in self._map.list_extra)]
+            if "list.times" in self._pvs:
+                roles.append("list.times")
+            self._capacity = min(self._pvs[r].element_count for r in roles)
+        else:
+            self._capacity = 0
+
+    # ------------------------------------------------------------------------------------ protocol
+
+    @property
+    def grid(self) -> ScanGrid:
+        """The scan grid."""
+        return self._grid
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channel names: the detector's main channel, then the extra ones of the map."""
+        return self._map.channels
+
+    @property
+    def elapsed(self) -> float:
+        """Wall seconds since the instrument was created."""
+        return time.monotonic() - self._t0
+
+    @property
+    def path_length(self) -> float:
+        """Stage travel so far, Euclidean, from the readback positions."""
+        return self._path_length
+
+    @property
+    def position(self) -> np.ndarray:
+        """Last known physical ``(y, x)`` stage position (a copy)."""
+        return self._position.copy()
+
+    @property
+    def n_points(self) -> int:
+        """Points measured so far."""
+        return self._n_points
+
+    @property
+    def pv_map(self) -> PvMap:
+        """The PV map."""
+        return self._map
+
+    @property
+    def dry_run(self) -> bool:
+        """True if the instrument never writes."""
+        return self._dry_run
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description: kind, mode, PV names, limits, timeouts, channels, grid."""
+        lim, tmo = self._map.limits, self._map.timeouts
+        return {
+            "kind": "epics",
+            "mode": self._map.mode,
+            "dry_run": self._dry_run,
+            "pvs": dict(self._names),
+            "pv_map": self._map.to_dict(),
+            "limits": {"x_min": lim.x_min, "x_max": lim.x_max, "y_min": lim.y_min, "y_max": lim.y_max},
+            "timeouts": {"connect": tmo.connect, "move": tmo.move, "acquire": tmo.acquire},
+            "channels": list(self.channels),
+            "start": self._start.tolist(),
+            "grid": self._grid.to_attrs(),
+        }
+
+    def __repr__(self) -> str:
+        return (f"EpicsInstrument(mode={self._map.mode!r}, prefix={self._map.prefix!r}, "
+                f"shape={self._grid.shape}, dry_run={self._dry_run})")
+
+    def check(self) -> dict[str, dict[str, Any]]:
+        """Read every PV of the map once (no writes): role -> ``{"pv", "connected", "value"}``.
+
+        Values are read as floats (waveforms: ``"array[N]"``); an unreadable PV gets its error text."""
+        out = {}
+        for role, pv in self._pvs.items():
+            value: Any = None
+            if pv.connected:
+                try:
+                    value = self._read([role], self._map.timeouts.connect, "checking the PV map")[0]
+                except InstrumentError as exc:
+                    value = str(exc)
+                if isinstance(value, np.ndarray):
+                    value = f"array[{value.size}]"
+            out[role] = {"pv": pv.name, "connected": pv.connected, "value": value}
+        return out
+
+    def close(self) -> None:
+        """Release the Channel Access channels (the instrument cannot measure afterwards)."""
+        for pv in self._pvs.values():
+            pv.close()
+        self._pvs = {}
+
+    def __enter__(self) -> EpicsInstrument:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def clear_abort(self) -> None:
+        """Put 0 to the abort PV (so that batches can run again)."""
+        if self._dry_run:
+            raise InstrumentError("dry run: refusing to write the abort PV")
+        if "abort" in self._pvs:
+            self._put("abort", 0, self._map.timeouts.move, "clearing the abort")
+
+    def measure(self, indices: Any) -> Measurement:
+        """Visit grid ``indices`` in order and measure each (see the module docstring).
+
+        Raises
+        ------
+        InputError
+            If an index is outside the grid or its position outside the soft limits (nothing moves).
+        InstrumentAborted
+            If the abort PV is set, or becomes set during the batch (with ``.partial``).
+        InstrumentError
+            If a PV does not answer within its timeout (with ``.partial``).
+        """
+        idx = self._grid.check_indices(indices)
+        positions = self._grid.to_position(idx) if len(idx) else np.empty((0, 2))
+        self._check_limits(idx, positions)
+        if len(idx) == 0:
+            return Measurement.empty(len(self.channels))
+        acc = _Batch(len(self.channels))
+        try:
+            if self._dry_run:
+                self._measure_dry(positions, acc)
+            else:
+                self._check_not_aborted()
+                if self._map.mode == "point":
+                    self._measure_points(idx, positions, acc)
+                else:
+                    self._measure_list(positions, acc)
+        except KeyboardInterrupt as exc:
+            self._stop_after_interrupt()
+            exc.partial = self._commit(acc)  # type: ignore[attr-defined]
+            raise
+        except InstrumentError as exc:
+            exc.partial = self._commit(acc)  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:  # pyepics raises several kinds; keep the measured points all the same
+            err = InstrumentError(f"EPICS instrument failed after {self._last}: {type(exc).__name__}: {exc}")
+            err.partial = self._commit(acc)  # type: ignore[attr-defined]
+            raise err from exc
+        return self._commit(acc)
+
+    # ------------------------------------------------------------------------------------ modes
+
+    def _measure_points(self, idx: np.ndarray, positions: np.ndarray, acc: _Batch) -> None:
+        m, tmo = self._map, self._map.timeouts
+        reads = ["detector.value", *(f"detector.extra.{c}" for c in m.extra),
+                 "stage.y_readback", "stage.x_readback"]
+        # the abort PV is read with done-moving, before each trigger (a batch's last point is not re-checked)
+        has_abort, has_dmov = "abort" in self._pvs, "stage.done_moving" in self._pvs
+        n_ch = len(self.channels)
+        tolerance = 0.5 * np.asarray(self._grid.pixel_size)
+        for i, (y, x) in enumerate(positions):
+            where = f"point {i} of the batch, index ({idx[i, 0]}, {idx[i, 1]})"
+            self._put_many([("stage.x_setpoint", float(x)), ("stage.y_setpoint", float(y))], tmo.move,
+                           f"moving to {where}")
+            if has_dmov or has_abort:
+                self._settled(has_dmov, has_abort, tmo.move, f"moving to {where}")
+            self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
+            got = self._read(reads, tmo.acquire, f"reading {where}")
+            reached = np.array([float(got[n_ch]), float(got[n_ch + 1])])
+            if np.any(np.abs(reached - (y, x)) > tolerance):
+                raise InstrumentError(
+                    f"the stage reached y={reached[0]:g}, x={reached[1]:g} instead of y={y:g}, x={x:g} for {where} "
+                    f"(readbacks {self._names['stage.y_readback']}, {self._names['stage.x_readback']}); the point "
+                    f"was not kept. Last point measured: {self._last}"
+                )
+            t = time.monotonic() - self._t0
+            acc.add(np.asarray(got[:n_ch], dtype=float)[None, :], reached[None, :], np.array([t]))
+            self._last = f"{where} (batch point {i})"
+
+    def _settled(self, has_dmov: bool, has_abort: bool, timeout: float, action: str) -> None:
+        """Wait until done-moving reads 1; raise InstrumentAborted if the abort PV is set meanwhile."""
+        if has_dmov:
+            self._wait_value("stage.done_moving", 1, timeout, action, watch_abort=has_abort)
+        elif has_abort and self._read(["abort"], timeout, action)[0]:
+            raise self._aborted_while(action)
+
+    def _aborted_while(self, action: str) -> InstrumentAborted:
+        return InstrumentAborted(
+            f"aborted by {self._names['abort']} while {action} (that point was not measured); last point "
+            f"measured: {self._last}. Clear it (put 0) to continue"
+        )
+
+    def _measure_list(self, positions: np.ndarray, acc: _Batch) -> None:
+        m, tmo = self._map, self._map.timeouts
+        has_abort, has_busy, has_times = "abort" in self._pvs, "list.busy" in self._pvs, "list.times" in self._pvs
+        arrays = ["list.values", *(f"list.extra.{c}" for c in m.extra), "list.y_readbacks", "list.x_readbacks"]
+        if has_times:
+            arrays.append("list.times")
+        status = ["list.progress", *(["list.busy"] if has_busy else []), *(["abort"] if has_abort else [])]
+        n_ch = len(self.channels)
+        stall = tmo.move + tmo.acquire
+        for first in range(0, len(positions), self._capacity):
+            chunk = positions[first:first + self._capacity]
+            n = len(chunk)
+            what = f"loading list points {first}..{first + n - 1} of the batch"
+            self._put_many([("list.x_positions", chunk[:, 1]), ("list.y_positions", chunk[:, 0]),
+                            ("list.n_points", n)], tmo.move, what)
+            t_start = time.monotonic() - self._t0
+            self._put("list.start", 1, tmo.move, f"starting list points {first}..{first + n - 1}")
+            got, last_change = 0, time.monotonic()
+            while True:
+                state = self._read(status, tmo.move, f"following list points {first}..{first + n - 1}")
+                progress = min(int(state[0]), n)
+                busy = bool(state[1]) if has_busy else False
+                if progress > got:
+                    data = self._read(arrays, tmo.acquire, f"reading list results {first}..{first + n - 1}",
+                                      count=progress)
+                    cols = [np.atleast_1d(np.asarray(a, dtype=float))[got:progress] for a in data]
+                    values = np.stack(cols[:n_ch], axis=1)
+                    pos = np.stack(cols[n_ch:n_ch + 2], axis=1)
+                    if has_times:
+                        times = t_start + cols[n_ch + 2]
+                    else:
+                        times = np.full(progress - got, time.monotonic() - self._t0)
+                    acc.add(values, pos, times)
+                    got, last_change = progress, time.monotonic()
+                    self._last = f"batch point {first + got - 1}"
+                if got >= n and not busy:
+                    break
+                if has_abort and state[-1]:
+                    raise InstrumentAborted(self._abort_message(acc))
+                if time.monotonic() - last_change > stall:
+                    raise InstrumentError(
+                        f"list progress PV {self._names['list.progress']} stayed at {got} of {n} for "
+                        f"{stall:g} s (timeouts.move + timeouts.acquire); last point measured: {self._last}"
+                    )
+                time.sleep(LIST_POLL_INTERVAL)
+
+    def _measure_dry(self, positions: np.ndarray, acc: _Batch) -> None:
+        tmo = self._map.timeouts
+        reads = [r for r in ("detector.value", *(f"detector.extra.{c}" for c in self._map.extra))
+                 if r in self._pvs]
+        n_ch = len(self.channels)
+        for i in range(len(positions)):
+            got = self._read([*reads, "stage.y_readback", "stage.x_readback"], tmo.acquire,
+                             f"dry-run read for batch point {i}")
+            values = np.full((1, n_ch), np.nan)
+            values[0, :len(reads)] = np.asarray(got[:len(reads)], dtype=float)
+            acc.add(values, np.array([[float(got[-2]), float(got[-1])]]), np.array([time.monotonic() - self._t0]))
+            self._last = f"dry-run batch point {i}"
+
+    # ------------------------------------------------------------------------------------ bookkeeping
+
+    def _check_limits(self, idx: np.ndarray, positions: np.ndarray) -> None:
+        if len(positions) == 0:
+            return
+        lim = self._map.limits
+        inside = lim.contains(positions[:, 0], positions[:, 1])
+        if not np.all(inside):
+            k = int(np.argmin(inside))
+            raise InputError(
+                f"{int((~inside).sum())} of {len(positions)} positions lie outside the stage soft limits "
+                f"x in [{lim.x_min:g}, {lim.x_max:g}], y in [{lim.y_min:g}, {lim.y_max:g}] (first: index "
+                f"({idx[k, 0]}, {idx[k, 1]}) at y={positions[k, 0]:g}, x={positions[k, 1]:g}); nothing was moved"
+            )
+
+    def _check_not_aborted(self) -> None:
+        if "abort" in self._pvs and self._read(["abort"], self._map.timeouts.acquire, "reading the abort PV")[0]:
+            raise InstrumentAborted(
+                f"abort PV {self._names['abort']} is set; clear it (instrument.clear_abort() or put 0) to measure"
+            )
+
+    def _abort_message(self, acc: _Batch) -> str:
+        return (f"aborted by {self._names['abort']} after {len(acc)} point(s) of the batch "
+                f"(last: {self._last}); clear it (put 0) to continue")
+
+    def _commit(self, acc: _Batch) -> Measurement:
+        """Turn the accumulated points into a Measurement and account for them."""
+        m = acc.measurement()
+        if len(m):
+            path = np.vstack([self._position, m.positions])
+            self._path_length += float(np.hypot(*np.diff(path, axis=0).T).sum())
+            self._position = m.positions[-1].copy()
+            self._n_points += len(m)
+        return m
+
+    def _stop_after_interrupt(self) -> None:
+        """After Ctrl-C in list mode: stop the list through the abort PV, then clear it."""
+        if self._dry_run or self._map.mode != "list" or "abort" not in self._pvs:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                self._put("abort", 1, 2.0, "stopping after an interrupt")
+                if "list.busy" in self._pvs:
+                    self._wait_value("list.busy", 0, 2.0, "stopping after an interrupt")
+                self._put("abort", 0, 2.0, "clearing the abort after an interrupt")
+            except InstrumentError:
+                pass  # best effort: the interrupt is re-raised with the partial batch
+
+    # ------------------------------------------------------------------------------------ CA primitives
+
+    def _fail(self, role: str, timeout: float, action: str, detail: str = "") -> InstrumentError:
+        return InstrumentError(
+            f"PV {self._names[role]} ({role}) did not answer within {timeout:g} s while {action}"
+            f"{': ' + detail if detail else ''}; last point measured: {self._last}. Check that the IOC runs "
+            "and the PV map, or raise the timeout"
+        )
+
+    def _await_connection(self, role: str, deadline: float, timeout: float, action: str) -> None:
+        pv = self._pvs[role]
+        if not pv.connected and not pv.wait(max(deadline - time.monotonic(), 0.0)):
+            raise self._fail(role, timeout, action, "disconnected")
+
+    def _read(self, roles: list[str], timeout: float, action: str, count: int | None = None) -> list[Any]:
+        """Read ``roles`` (as float64) in one round trip, riding through disconnects until ``timeout`` s.
+
+        Scalars come back as floats, waveforms as arrays of ``count`` elements (default: all)."""
+        ca = self._ca
+        deadline = time.monotonic() + timeout
+        while True:
+            failed: str | None = None
+            boxes: list[_Box | None] = []
+            for role in roles:
+                self._await_connection(role, deadline, timeout, action)
+                chid = self._pvs[role].chid
+                native = self._pvs[role].element_count
+                n = native if count is None else max(1, min(count, native))
+                box = _Box(scalar=native == 1)
+                _PENDING.add(box)
+                status = ca.libca.ca_array_get_callback(self._dbr.DOUBLE, n, chid, _get_callback(),
+                                                        ctypes.py_object(box))
+                if status != ECA_NORMAL:
+                    _PENDING.discard(box)
+                    box = None
+                boxes.append(box)
+            ca.flush_io()
+            out = []
+            for role, box in zip(roles, boxes):
+                if box is None or not box.event.wait(max(deadline - time.monotonic(), 0.0)):
+                    failed = role
+                    break
+                _PENDING.discard(box)
+                if box.status != ECA_NORMAL or box.value is None:
+                    failed = role
+                    break
+                out.append(box.value)
+            if failed is None:
+                return out
+            if time.monotonic() >= deadline:
+                raise self._fail(failed, timeout, action)
+            time.sleep(min(_RETRY_PAUSE, max(deadline - time.monotonic(), 0.0)))
+
+    def _put(self, role: str, value: Any, timeout: float, action: str) -> None:
+        self._put_many([(role, value)], timeout, action)
+
+    def _put_many(self, items: list[tuple[str, Any]], timeout: float, action: str) -> None:
+        """Put each value with completion, all at once, and wait for every completion (riding through
+        disconnects: a put answered by a disconnect is repeated once the PV is back)."""
+        if self._dry_run:
+            raise InstrumentError(f"dry run: refusing to write {', '.join(self._names[r] for r, _ in items)}")
+        deadline = time.monotonic() + timeout
+        pending = list(items)
+        while pending:
+            boxes = []
+            for role, value in pending:
+                self._await_connection(role, deadline, timeout, action)
+                try:
+                    boxes.append(self._start_put(role, value))
+                except Exception:
+                    boxes.append(None)
+            self._ca.flush_io()
+            retry = []
+            for (role, value), box in zip(pending, boxes):
+                if box is None:  # could not even send (the channel dropped meanwhile): try again
+                    retry.append((role, value))
+                    continue
+                if not box.event.wait(max(deadline - time.monotonic(), 0.0)):
+                    raise self._fail(role, timeout, action, "no put completion")
+                _PENDING.discard(box)
+                if box.status == ECA_NORMAL:
+                    continue
+                if box.status >> 3 == _ECA_DISCONN_NUMBER or not self._pvs[role].connected:
+                    retry.append((role, value))  # completed by a disconnect: not done, repeat it
+                else:
+                    raise InstrumentError(
+                        f"PV {self._names[role]} ({role}) refused the put of {_short(value)} while {action} "
+                        f"(CA status {self._ca.message(box.status)}); last point measured: {self._last}"
+                    )
+            pending = retry
+            if pending:
+                if time.monotonic() >= deadline:
+                    raise self._fail(pending[0][0], timeout, action)
+                time.sleep(min(_RETRY_PAUSE, max(deadline - time.monotonic(), 0.0)))
+
+    def _start_put(self, role: str, value: Any) -> _Box:
+        """Send one put with completion callback (not flushed)."""
+        ca, dbr = self._ca, self._dbr
+        pv = self._pvs[role]
+        chid, ftype = pv.chid, pv.field_type
+        if ftype == dbr.STRING:
+            raise InstrumentError(f"PV {self._names[role]} is a string PV; a number was expected")
+        arr = np.atleast_1d(np.asarray(value))
+        count = min(len(arr), pv.element_count)
+        ctype = dbr.Map[ftype]
+        data = (count * ctype)()
+        np.ctypeslib.as_array(data)[:] = arr[:count]
+        box = _Box()
+        _PENDING.add(box)
+        status = ca.libca.ca_array_put_callback(ftype, count, chid, data, _put_callback(), ctypes.py_object(box))
+        if status != ECA_NORMAL:
+            _PENDING.discard(box)
+            raise InstrumentError(f"CA refused to send the put to {self._names[role]}: {ca.message(status)}")
+        return box
+
+    def _wait_value(self, role: str, wanted: int, timeout: float, action: str, *, watch_abort: bool = False) -> None:
+        """Poll ``role`` until it reads ``wanted``; with ``watch_abort``, raise InstrumentAborted if the abort PV
+        is set meanwhile."""
+        roles = [role, "abort"] if watch_abort else [role]
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._read(roles, max(deadline - time.monotonic(), 0.001), action)
+            if watch_abort and got[1]:
+                raise self._aborted_while(action)
+            if int(got[0]) == wanted:
+                return
+            if time.monotonic() >= deadline:
+                raise InstrumentError(
+                    f"PV {self._names[role]} ({role}) did not reach {wanted} within {timeout:g} s while {action} "
+                    f"(it reads {got[0]:g}); last point measured: {self._last}"
+                )
+            time.sleep(0.0005)
+
+
+def _adhoc_client(names: list[str]) -> EpicsInstrument:
+    """A bare client for a few PVs by name (its own channels, no map, no grid)."""
+    client = object.__new__(EpicsInstrument)
+    client._ca, client._dbr = _ca()
+    _attach(client._ca)
+    client._names = {n: n for n in names}
+    client._pvs = {n: _Channel(n) for n in names}
+    client._ca.flush_io()
+    client._last = "none (direct PV access)"
+    client._dry_run = False
+    return client
+
+
+def read_pvs(names: list[str], timeout: float = 5.0) -> list[Any]:
+    """Read PVs by name in one round trip (floats, or float64 arrays for waveforms); for scripts and tests.
+
+    Raises
+    ------
+    InstrumentError
+        If a PV does not connect or answer within ``timeout`` seconds.
+    """
+    client = _adhoc_client(list(names))
+    try:
+        return client._read(list(names), timeout, "reading")
+    finally:
+        client.close()
+
+
+def write_pv(name: str, value: Any, timeout: float = 5.0) -> None:
+    """Put ``value`` to the PV ``name`` and wait for the put to complete; for scripts and tests.
+
+    Raises
+    ------
+    InstrumentError
+        If the PV does not connect or complete the put within ``timeout`` seconds.
+    """
+    client = _adhoc_client([name])
+    try:
+        client._put(name, value, timeout, "writing")
+    finally:
+        client.close()
+
+
+class _Batch:
+    """Rows measured so far in a batch."""
+
+    def __init__(self, n_channels: int) -> None:
+        self.n_channels = n_channels
+        self.values: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, values: np.ndarray, positions: np.ndarray, times: np.ndarray) -> None:
+        self.values.append(values)
+        self.positions.append(positions)
+        self.times.append(times)
+        self.n += len(values)
+
+    def measurement(self) -> Measurement:
+        if not self.n:
+            return Measurement.empty(self.n_channels)
+        return Measurement(np.concatenate(self.values), np.concatenate(self.positions), np.concatenate(self.times))
+
+
+def _short(value: Any) -> str:
+    arr = np.asarray(value)
+    return f"array[{arr.size}]" if arr.size > 1 else repr(arr.item() if arr.size else value)

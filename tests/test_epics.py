@@ -1,0 +1,380 @@
+"""The EPICS instrument against the simulated-beamline IOC: a real caproto subprocess on 127.0.0.1, real pyepics.
+
+One IOC (one pair of free loopback ports) serves the whole module; tests that kill it restart it on the same
+ports, because pyepics reads the EPICS environment once, when Channel Access starts in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("epics")
+pytest.importorskip("caproto")
+
+from fastflow.errors import InputError, InstrumentError  # noqa: E402
+from fastflow.grid import ScanGrid  # noqa: E402
+from fastflow.instruments.base import Instrument  # noqa: E402
+from fastflow.instruments.ioc import pv_map_for, start_ioc  # noqa: E402
+from fastflow.instruments.pvmap import Limits, PvMap  # noqa: E402
+
+PREFIX = "FFTEST:"
+TIMEOUTS = {"connect": 5.0, "move": 2.0, "acquire": 2.0}
+IMAGE = np.random.default_rng(7).random((32, 32)).round(6)
+
+
+@pytest.fixture(scope="module")
+def ioc(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ioc") / "sample.npy"
+    np.save(path, IMAGE)
+    handle = start_ioc(str(path), PREFIX, time_scale=0.02, dwell=0.01, speed=100.0, settle=0.005,
+                       write_pv_map=str(path.with_name("map.toml")))
+    os.environ.update(handle.env)  # before this process's first Channel Access call
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def live(ioc):
+    """The IOC, running and with ABORT cleared."""
+    if not ioc.running:
+        ioc.restart()
+    yield ioc
+    if ioc.running:
+        ioc.resume()
+        _put(PREFIX + "ABORT", 0)
+
+
+def _map(ioc, mode="point", **kw):
+    return pv_map_for(PREFIX, ioc.grid, mode=mode, timeouts=TIMEOUTS, **kw)
+
+
+def _instrument(ioc, mode="point", **kw):
+    from fastflow.instruments.epics import EpicsInstrument
+
+    return EpicsInstrument(ioc.grid, _map(ioc, mode, **kw))
+
+
+def _get(name):
+    from fastflow.instruments.epics import read_pvs
+
+    return read_pvs([name])[0]
+
+
+def _put(name, value):
+    from fastflow.instruments.epics import write_pv
+
+    write_pv(name, value)
+
+
+def _points(n, seed):
+    return np.random.default_rng(seed).integers(0, 32, (n, 2))
+
+
+# ---------------------------------------------------------------------------------------- PV map
+
+
+def test_pv_map_round_trip_and_validation(tmp_path):
+    grid = ScanGrid((32, 32), pixel_size=0.5, origin=(1.0, 2.0), units="um")
+    pv_map = pv_map_for("BL1:", grid, mode="list", extra_channels=True)
+    assert pv_map.pv("stage.x_setpoint") == "BL1:X:SP"
+    assert pv_map.channels == ("value", "count")
+    assert pv_map.limits == Limits(x_min=1.75, x_max=17.75, y_min=0.75, y_max=16.75)
+    assert PvMap.load(pv_map.save(tmp_path / "map.toml")) == pv_map
+    assert PvMap.load(pv_map.save(tmp_path / "map.yaml")) == pv_map
+
+    data = pv_map.to_dict()
+    with pytest.raises(InputError, match="unknown key 'x_setpiont'"):
+        PvMap.from_dict({**data, "stage": {**data["stage"], "x_setpiont": "X"}})
+    with pytest.raises(InputError, match="needs these PVs.*detector.trigger"):
+        PvMap.from_dict({**data, "mode": "point", "detector": {"value": "$(P)DET:VAL"}, "list": {}})
+    with pytest.raises(InputError, match="limits are inverted: x_min = 5 > x_max = 1"):
+        PvMap.from_dict({**data, "limits": {"x_min": 5, "x_max": 1, "y_min": 0, "y_max": 1}})
+    with pytest.raises(InputError, match=r"\[limits\].*required"):
+        PvMap.from_dict({k: v for k, v in data.items() if k != "limits"})
+    with pytest.raises(InputError, match="mode must be"):
+        PvMap.from_dict({**data, "mode": "fly"})
+
+
+def test_ioc_writes_its_pv_map(ioc):
+    path = ioc.command[ioc.command.index("--write-pv-map") + 1]  # asked for by the module fixture
+    assert PvMap.load(path) == pv_map_for(PREFIX, ioc.grid)
+
+
+# ---------------------------------------------------------------------------------------- measuring
+
+
+@pytest.mark.parametrize("mode", ["point", "list"])
+def test_values_equal_the_image_at_the_requested_pixels(live, mode):
+    inst = _instrument(live, mode, extra_channels=True)
+    assert isinstance(inst, Instrument)
+    idx = _points(40, seed=1)
+    m = inst.measure(idx)
+    assert m.values.shape == (40, 2)
+    np.testing.assert_array_equal(m.values[:, 0], IMAGE[idx[:, 0], idx[:, 1]])
+    assert np.all(np.diff(m.values[:, 1]) == 1)  # the IOC's acquisition counter: one per point
+    np.testing.assert_array_equal(m.positions, live.grid.to_position(idx))  # readbacks
+    assert np.all(np.diff(m.times) > 0) and m.times[0] > 0
+    steps = np.diff(np.vstack([inst.describe()["start"], m.positions]), axis=0)
+    assert inst.path_length == pytest.approx(np.hypot(*steps.T).sum())
+    assert inst.elapsed >= m.times[-1]
+    assert inst.measure(np.empty((0, 2), int)).values.shape == (0, 2)
+    d = inst.describe()
+    assert d["kind"] == "epics" and d["mode"] == mode and d["pvs"]["detector.value"] == PREFIX + "DET:VAL"
+
+
+def test_positions_outside_the_limits_are_refused_before_anything_moves(live):
+    from fastflow.instruments.epics import EpicsInstrument
+
+    inst = _instrument(live)
+    inst.measure([[3, 4]])
+    before = [_get(PREFIX + n) for n in ("X:SP", "Y:SP", "DET:COUNT")]
+    narrow = dataclasses.replace(_map(live), limits=Limits(x_min=0, x_max=20, y_min=0, y_max=31))
+    inst = EpicsInstrument(live.grid, narrow)
+    with pytest.raises(InputError, match=r"1 of 3 positions lie outside the stage soft limits.*\(5, 25\)"):
+        inst.measure([[1, 1], [2, 2], [5, 25]])
+    assert [_get(PREFIX + n) for n in ("X:SP", "Y:SP", "DET:COUNT")] == before
+    assert inst.n_points == 0
+
+
+@pytest.mark.parametrize("mode", ["point", "list"])
+def test_abort_pv_stops_the_batch_with_the_partial_points(live, mode):
+    from fastflow.instruments.epics import InstrumentAborted
+
+    inst = _instrument(live, mode)
+    idx = _points(400, seed=2)
+
+    timer = threading.Timer(0.3, _put, (PREFIX + "ABORT", 1))
+    timer.start()
+    with pytest.raises(InstrumentAborted, match="aborted by FFTEST:ABORT") as info:
+        inst.measure(idx)
+    timer.join()
+    part = info.value.partial
+    assert 0 < len(part) < len(idx)
+    np.testing.assert_array_equal(part.values[:, 0], IMAGE[idx[: len(part), 0], idx[: len(part), 1]])
+    assert inst.n_points == len(part)
+    with pytest.raises(InstrumentAborted, match="is set; clear it"):
+        inst.measure(idx[:2])
+    inst.clear_abort()
+    assert len(inst.measure(idx[:2])) == 2
+
+
+@pytest.mark.parametrize("mode", ["point", "list"])
+def test_ioc_killed_mid_batch_then_restarted(live, mode):
+    inst = _instrument(live, mode)
+    idx = _points(400, seed=3)
+    timer = threading.Timer(0.4, live.kill)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(InstrumentError, match=rf"PV {PREFIX}\S+ .*did not answer within 2 s.*last point") as info:
+        inst.measure(idx)
+    took = time.monotonic() - t0
+    timer.join()
+    assert took < 0.4 + 2 * 2.0 + 1.0  # the kill, then at most a move and an acquisition timeout
+    part = info.value.partial
+    assert 0 < len(part) < len(idx)
+    np.testing.assert_array_equal(part.values[:, 0], IMAGE[idx[: len(part), 0], idx[: len(part), 1]])
+
+    live.restart()
+    t1 = time.monotonic()
+    again = _instrument(live, mode)
+    rest = idx[len(part):][:30]
+    m = again.measure(rest)
+    np.testing.assert_array_equal(m.values[:, 0], IMAGE[rest[:, 0], rest[:, 1]])
+    assert time.monotonic() - t1 < 10
+
+
+def test_a_short_freeze_is_ridden_through(live):
+    inst = _instrument(live)
+    idx = _points(150, seed=4)
+
+    def freeze():
+        live.pause()
+        time.sleep(0.8)  # below the 2 s timeouts
+        live.resume()
+
+    timer = threading.Timer(0.2, freeze)
+    timer.start()
+    m = inst.measure(idx)
+    timer.join()
+    np.testing.assert_array_equal(m.values[:, 0], IMAGE[idx[:, 0], idx[:, 1]])
+    assert np.diff(m.times).max() > 0.7  # the freeze happened during the batch
+
+
+def test_dry_run_writes_nothing(live):
+    from fastflow.instruments.epics import EpicsInstrument
+
+    _instrument(live).measure([[2, 3]])
+    names = ("X:SP", "Y:SP", "DET:TRIG", "DET:COUNT", "LIST:N", "LIST:PROGRESS", "ABORT")
+    before = [_get(PREFIX + n) for n in names]
+    for mode in ("point", "list"):
+        inst = EpicsInstrument(live.grid, _map(live, mode), dry_run=True)
+        m = inst.measure([[10, 11], [20, 21]])
+        np.testing.assert_array_equal(m.positions, [[2, 3], [2, 3]])  # where the stage is: it did not move
+        assert m.values[0, 0] == IMAGE[2, 3]
+        report = inst.check()
+        assert report["stage.x_readback"] == {"pv": PREFIX + "X:RBV", "connected": True, "value": 3.0}
+        with pytest.raises(InstrumentError, match="dry run"):
+            inst.clear_abort()
+    assert [_get(PREFIX + n) for n in names] == before
+
+
+def test_unreachable_pv_fails_to_connect_naming_it(live):
+    from fastflow.instruments.epics import EpicsInstrument
+
+    data = _map(live).to_dict()
+    data["detector"]["value"] = "$(P)NO:SUCH:PV"
+    data["timeouts"]["connect"] = 0.5
+    with pytest.raises(InstrumentError, match="FFTEST:NO:SUCH:PV"):
+        EpicsInstrument(live.grid, data)
+
+
+def test_keyboard_interrupt_stops_a_list_cleanly_with_the_partial_points(live):
+    import signal
+
+    inst = _instrument(live, "list")
+    idx = _points(400, seed=5)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt) as info:
+        inst.measure(idx)
+    timer.join()
+    part = info.value.partial
+    assert 0 < len(part) < len(idx)
+    np.testing.assert_array_equal(part.values[:, 0], IMAGE[idx[: len(part), 0], idx[: len(part), 1]])
+    assert _get(PREFIX + "LIST:BUSY") == 0 and _get(PREFIX + "ABORT") == 0  # stopped, and the abort cleared
+    assert len(inst.measure(idx[:3])) == 3
+
+
+def test_scan_killed_mid_batch_keeps_the_partial_batch_and_resumes(live, tmp_path):
+    from fastflow.sampling.registry import make_sampler
+    from fastflow.scan import StopRules, run_scan
+    from fastflow.store import ScanStore
+
+    grid = live.grid
+    store = ScanStore.create(tmp_path / "run", grid)
+
+    def kill_mid_batch():
+        while _get(PREFIX + "LIST:PROGRESS") < 100:
+            time.sleep(0.01)
+        live.kill()
+
+    killer = threading.Thread(target=kill_mid_batch)
+    killer.start()
+    with pytest.raises(InstrumentError, match="did not answer"):
+        run_scan(make_sampler("random", grid, coverage=0.5, seed=3), _instrument(live, "list"), store,
+                 stop=StopRules(coverage=0.5), batch_size=512, route=False)  # one batch of about 1.2 s
+    killer.join()
+    store.release()
+    before = ScanStore.open(store.path).measurements()
+    assert 0 < len(before["indices"]) < 512  # the points of the failed batch measured before the kill are kept
+    np.testing.assert_array_equal(before["values"][:, 0], IMAGE[before["indices"][:, 0], before["indices"][:, 1]])
+
+    live.restart()
+    again = ScanStore.open(store.path, "a")
+    result = run_scan(make_sampler("random", grid, coverage=0.5, seed=3), _instrument(live, "list"), again,
+                      stop=StopRules(coverage=0.5), batch_size=512, route=False)
+    again.close(result.stop_reason)
+    after = ScanStore.open(store.path).measurements()
+    flat = grid.ravel(after["indices"])
+    assert len(flat) == len(np.unique(flat)) == 512
+    np.testing.assert_array_equal(after["values"][:, 0], IMAGE[after["indices"][:, 0], after["indices"][:, 1]])
+
+
+def test_noise_equals_the_simulated_instrument_with_the_same_seed(ioc, tmp_path):
+    from fastflow.instruments.simulated import SimulatedInstrument
+
+    path = tmp_path / "sample.npy"
+    np.save(path, IMAGE)
+    ioc.stop()  # this process's CA environment has one port pair: borrow it for a noisy IOC
+    noisy = start_ioc(str(path), PREFIX, env=ioc.env, time_scale=0.0, noise="poisson:50", seed=3)
+    try:
+        idx = _points(60, seed=6)
+        point = _instrument(noisy, "point").measure(idx[:30]).values[:, 0]
+        listed = _instrument(noisy, "list").measure(idx[30:]).values[:, 0]
+    finally:
+        noisy.stop()
+        ioc.restart()
+    sim = SimulatedInstrument(IMAGE, noise="poisson:50", seed=3)
+    np.testing.assert_array_equal(point, sim.measure(idx[:30]).values[:, 0])
+    np.testing.assert_array_equal(listed, sim.measure(idx[30:]).values[:, 0])
+    assert not np.array_equal(point, IMAGE[idx[:30, 0], idx[:30, 1]])
+
+
+# ------------------------------------------------------------------------------- scans on the IOC
+def _sample_and_map(ioc, tmp_path, mode="point"):
+    sample = tmp_path / "sample.npy"
+    np.save(sample, IMAGE)
+    pv_map = tmp_path / f"map-{mode}.toml"
+    _map(ioc, mode).save(pv_map)
+    return str(sample), str(pv_map)
+
+
+@pytest.mark.parametrize("mode", ["point", "list"])
+def test_fast_scan_on_the_ioc_equals_the_simulated_instrument_run(live, tmp_path, mode):
+    """The same FAST scan (same image, seed, noise off) through EPICS and on the simulated instrument."""
+    from fastflow.runs import ScanConfig, acquire, create_run
+    from fastflow.store import ScanStore
+
+    sample, pv_map = _sample_and_map(live, tmp_path, mode)
+    common = dict(sample=sample, sampler="fast", coverage=0.3, batch_size=25, snapshots=[0.1], seed=4)
+    runs = {}
+    for kind, extra in (("epics", dict(instrument="epics", pv_map=pv_map)), ("simulated", {})):
+        run_dir = create_run(ScanConfig(**common, **extra), tmp_path / kind)
+        report = acquire(run_dir, figure=False)
+        assert report["stop_reason"] == "coverage reached" and report["instrument"] == kind
+        runs[kind] = ScanStore.open(run_dir / "scan.zarr")
+    epics, simulated = (runs[k].measurements() for k in ("epics", "simulated"))
+    np.testing.assert_array_equal(epics["indices"], simulated["indices"])      # the same points, in order
+    np.testing.assert_array_equal(epics["values"], simulated["values"])        # the same values
+    np.testing.assert_allclose(epics["positions"], simulated["positions"])     # readbacks = targets here
+    assert runs["epics"].attrs["instrument"]["kind"] == "epics"
+    assert runs["epics"].snapshot_table()[-1]["nrmse"] == pytest.approx(runs["simulated"].snapshot_table()[-1]["nrmse"])
+
+
+def test_ioc_killed_five_times_then_fastflow_scan_resume_completes(live, tmp_path, prefect_api):
+    """Kill the IOC at random moments of a scan; every measured point stays on disk; `--resume` finishes."""
+    import json
+    import subprocess
+    import sys
+
+    from fastflow.runs import ScanConfig, acquire, create_run
+    from fastflow.store import ScanStore
+
+    sample, pv_map = _sample_and_map(live, tmp_path)
+    run_dir = create_run(ScanConfig(sample=sample, sampler="halton", coverage=0.8, batch_size=40, snapshots=[],
+                                    instrument="epics", pv_map=pv_map), tmp_path / "run")
+    rng = np.random.default_rng(11)
+    counts = [0]
+    for kill in range(5):
+        if not live.running:
+            live.restart()
+        timer = threading.Timer(rng.uniform(0.1, 0.4), live.kill)
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentError) as failure:
+            acquire(run_dir, figure=False)
+        timer.join()
+        # the scan stopped within the timeout, naming the PV and the last point measured
+        assert time.monotonic() - t0 < 0.4 + TIMEOUTS["acquire"] + TIMEOUTS["move"] + 3
+        assert PREFIX in str(failure.value) and "last point" in str(failure.value)
+        store = ScanStore.open(run_dir / "scan.zarr")
+        assert store.attrs["status"] == "failed"
+        counts.append(store.n_points)
+    assert counts == sorted(counts) and counts[-1] > counts[1] > 0     # the scan advanced between the kills
+
+    live.restart()
+    env = {**os.environ, **live.env}
+    done = subprocess.run([sys.executable, "-m", "fastflow.cli", "scan", "--resume", str(run_dir), "--report", "json",
+                           "--evaluate", "none", "--no-publish"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stop_reason"] == "coverage reached"
+    m = ScanStore.open(run_dir / "scan.zarr").measurements()
+    flat = live.grid.ravel(m["indices"])
+    assert len(flat) == len(np.unique(flat)) == round(0.8 * IMAGE.size)    # none lost, none measured twice
+    np.testing.assert_array_equal(m["values"][:, 0], IMAGE[m["indices"][:, 0], m["indices"][:, 1]])
