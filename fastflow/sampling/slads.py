@@ -52,6 +52,8 @@ _TILE = 32
 _FILL_CANDIDATES_PER_POINT = 8
 _MIN_FILL_CANDIDATES = 64
 """Fill picks are taken among this many pixels farthest from the measurements (each hole gives a few)."""
+_FILL_SLACK = 0.01
+"""Pixels: fill candidates may miss pixels farther from the measurements than the last candidate by less."""
 _RESCORE_DRIFT = 0.05
 """All scores are recomputed when the proximity width has drifted by more than this fraction."""
 _TIE_BONUS = 1e-6
@@ -167,6 +169,8 @@ class FastSampler(BaseSampler):
         self._score = np.full(self._padded[0] * self._padded[1], -np.inf, dtype=np.float32)
         # distance to the nearest measurement on the same padded layout (-inf: taken or padding), see _fill
         self._dist = np.full(self._padded[0] * self._padded[1], -np.inf, dtype=np.float32)
+        self._dist_tile_max = np.full(self._padded[0] * self._padded[1] // _TILE**2, -np.inf, dtype=np.float32)
+        self._dist_dirty = np.zeros(len(self._dist_tile_max), dtype=bool)   # tiles whose maximum is stale
         self._kind = np.full(grid.size, -1, dtype=np.int8)   # pending pick: 0 ERD, 1 fill, -1 other
         self.scale: tuple[float, float] | None = None
         self.erd_start: float | None = None
@@ -219,6 +223,7 @@ class FastSampler(BaseSampler):
         n_fill = min(n - n_explore, int(want))
         self._fill_carry = want - n_fill
         chosen = self._select(n - n_explore - n_fill)
+        self._set_dist(self._pad(chosen), -np.inf)
         filled = self._fill(n_fill, exclude=chosen)
         if len(chosen) + len(filled) < n - n_explore:    # one kind ran short (the very end of a scan)
             self._score[self._pad(np.concatenate([chosen, filled]))] = -np.inf
@@ -227,7 +232,7 @@ class FastSampler(BaseSampler):
         picked = np.concatenate([chosen, filled, extra])
         self._kind[chosen], self._kind[filled] = 0, 1
         self._score[self._pad(picked)] = -np.inf           # pending until told
-        self._dist[self._pad(picked)] = -np.inf
+        self._set_dist(self._pad(picked), -np.inf)
         record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_explore": int(len(extra)),
                   "n_fill": int(len(filled)), "fill_share": self.fill_share}
         return self.grid.unravel(picked), record
@@ -253,7 +258,7 @@ class FastSampler(BaseSampler):
         self._predict(changed)
         self.erd[flat] = 0.0
         self._score[self._pad(flat)] = -np.inf
-        self._dist[self._pad(flat)] = -np.inf
+        self._set_dist(self._pad(flat), -np.inf)
         return {"phase": "adaptive", "updated": int(len(changed)), "fill_share": self.fill_share,
                 "payoff_ratio": self.payoff_ratio}
 
@@ -267,6 +272,7 @@ class FastSampler(BaseSampler):
         self.erd[:] = 0.0
         self._score[:] = -np.inf
         self._dist[:] = -np.inf
+        self._dist_dirty[:] = True
         self._predict(self.field.unmeasured(), new_width=True)
         if self.erd_start is None:
             self.erd_start = self.total_erd()
@@ -298,7 +304,7 @@ class FastSampler(BaseSampler):
         score += _TIE_BONUS * d
         pending = self._pending.ravel()[flat]
         self._score[self._pad(flat)] = np.where(pending, -np.inf, score)
-        self._dist[self._pad(flat)] = np.where(pending, -np.inf, d)
+        self._set_dist(self._pad(flat), np.where(pending, -np.inf, d))
 
     def _select(self, n: int) -> np.ndarray:
         """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""
@@ -334,17 +340,15 @@ class FastSampler(BaseSampler):
 
         Candidates are the pixels farthest from any measurement; each pick is the candidate farthest from
         the measurements, ``exclude`` and the picks so far (the batch is planned around all of them).
+        ``exclude`` must already be out of the distance array (-inf).
         """
         free = self.remaining - len(exclude)
         n = min(n, free)
         if n <= 0:
             return np.empty(0, dtype=np.int64)
-        dist = self._dist
-        if len(exclude):
-            dist = dist.copy()
-            dist[self._pad(exclude)] = -np.inf
-        cand = self._top(min(free, max(_MIN_FILL_CANDIDATES, _FILL_CANDIDATES_PER_POINT * n)), dist)
-        d = dist[self._pad(cand)].astype(np.float64)
+        cand = self._top(min(free, max(_MIN_FILL_CANDIDATES, _FILL_CANDIDATES_PER_POINT * n)), self._dist,
+                         self._dist_tiles(), slack=_FILL_SLACK)
+        d = self._dist[self._pad(cand)].astype(np.float64)
         order = np.lexsort((cand, -d))                           # deterministic order: distance, then pixel
         cand, d2 = cand[order], d[order] ** 2
         pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
@@ -359,6 +363,23 @@ class FastSampler(BaseSampler):
             d2[i] = -np.inf
         return cand[picks]
 
+    def _set_dist(self, padded: np.ndarray, values: np.ndarray | float) -> None:
+        """Write distances at padded positions and mark their tiles' maxima stale."""
+        self._dist[padded] = values
+        y, x = np.divmod(padded, self._padded[1])
+        self._dist_dirty[(y // _TILE) * (self._padded[1] // _TILE) + x // _TILE] = True
+
+    def _dist_tiles(self) -> np.ndarray:
+        """Maximum distance per tile, recomputed for the tiles written since the last call only."""
+        dirty = np.flatnonzero(self._dist_dirty)
+        if len(dirty):
+            t, px = _TILE, self._padded[1]
+            ty, tx = np.divmod(dirty, px // t)
+            offsets = (np.arange(t)[:, None] * px + np.arange(t)[None, :]).ravel()
+            self._dist_tile_max[dirty] = self._dist[(ty * t * px + tx * t)[:, None] + offsets[None, :]].max(axis=1)
+            self._dist_dirty[dirty] = False
+        return self._dist_tile_max
+
     def _learn_payoff(self, kinds: np.ndarray, errors: np.ndarray) -> None:
         """Update the prediction errors found by ERD and fill picks; with ``fill="auto"`` set the fill share."""
         self._payoff *= _PAYOFF_DECAY
@@ -372,10 +393,14 @@ class FastSampler(BaseSampler):
                 share = 1.0 - (self.payoff_ratio - 1.0) / (self.fill_gain - 1.0)
                 self.fill_share = float(np.clip(share, self.fill_floor, 1.0 - self.fill_floor))
 
-    def _top(self, m: int, score: np.ndarray | None = None) -> np.ndarray:
+    def _top(
+        self, m: int, score: np.ndarray | None = None, tile_max: np.ndarray | None = None, slack: float = 0.0
+    ) -> np.ndarray:
         """The ``m`` pixels of highest score (exactly), looking only inside the best tiles of the grid.
 
-        ``score`` is a padded array like the selection score (the default).
+        ``score`` is a padded array like the selection score (the default), ``tile_max`` its maximum per tile
+        if already known. With ``slack > 0`` the result may miss pixels that beat its m-th score by less than
+        ``slack`` (tiles of nearly equal maxima, common for distances, are then not all opened).
 
         The max over 32x32 tiles is one cheap pass over the padded score; tiles are then taken best first,
         in rounds that double, keeping the best ``m`` pixels so far, until the next tile's maximum cannot
@@ -384,7 +409,8 @@ class FastSampler(BaseSampler):
         sc = self._score if score is None else score
         (py, px), t = self._padded, _TILE
         nty, ntx = py // t, px // t
-        tile_max = sc.reshape(nty, t, ntx, t).max(axis=(1, 3)).ravel()
+        if tile_max is None:
+            tile_max = sc.reshape(nty, t, ntx, t).max(axis=(1, 3)).ravel()
         order = np.argsort(-tile_max, kind="stable")
         offsets = (np.arange(t)[:, None] * px + np.arange(t)[None, :]).ravel()
         best = np.empty(0, dtype=np.int64)
@@ -396,7 +422,7 @@ class FastSampler(BaseSampler):
             pixels = ((ty * t * px + tx * t)[:, None] + offsets[None, :]).ravel()
             pool = np.concatenate([best, pixels[np.isfinite(sc[pixels])]])
             best = pool if len(pool) <= m else pool[np.argpartition(sc[pool], len(pool) - m)[len(pool) - m:]]
-            if len(best) >= m and used < len(order) and tile_max[order[used]] < sc[best].min():
+            if len(best) >= m and used < len(order) and tile_max[order[used]] < sc[best].min() + slack:
                 break
         y, x = np.divmod(best, px)
         return y * self.grid.shape[1] + x
