@@ -95,6 +95,13 @@ def test_bad_options_and_bad_model(tmp_path):
         FastSampler(grid, explore=1.0)
     with pytest.raises(InputError, match="erd_stop"):
         FastSampler(grid, erd_stop=2.0)
+    for bad_fill in ("greedy", 1.5, -0.1, True):
+        with pytest.raises(InputError, match="fill must be"):
+            FastSampler(grid, fill=bad_fill)
+    with pytest.raises(InputError, match="fill_floor"):
+        FastSampler(grid, fill_floor=0.5)
+    with pytest.raises(InputError, match="fill_gain"):
+        FastSampler(grid, fill_gain=1.0)
     bad = tmp_path / "model.npz"
     bad.write_text("not a model")
     with pytest.raises(ModelError, match="model.npz"):
@@ -122,7 +129,61 @@ def test_proximity_discount_keeps_fast_close_to_raster_on_a_lattice():
     image = lattice((96, 96), spacing=5.0, seed=2)
     grid = ScanGrid(image.shape)
     raster = simulate(make_sampler("raster", grid, coverage=0.2), image, [0.2])[0]["nrmse"]
-    with_discount = simulate(FastSampler(grid, seed=0), image, [0.2], batch_size=25)[0]["nrmse"]
-    without = simulate(FastSampler(grid, seed=0, proximity=0), image, [0.2], batch_size=25)[0]["nrmse"]
+    with_discount = simulate(FastSampler(grid, seed=0, fill=0.0), image, [0.2], batch_size=25)[0]["nrmse"]
+    without = simulate(FastSampler(grid, seed=0, fill=0.0, proximity=0), image, [0.2], batch_size=25)[0]["nrmse"]
     assert with_discount < 1.08 * raster
     assert with_discount < 0.95 * without
+
+
+class _Shares(FastSampler):
+    """Records the fill share after every adaptive batch."""
+
+    def _observe(self, indices, values):
+        record = super()._observe(indices, values)
+        if "fill_share" in record:
+            self.shares = [*getattr(self, "shares", []), record["fill_share"]]
+        return record
+
+
+def test_auto_fill_turns_regular_on_a_lattice_and_stays_greedy_on_flakes():
+    """The fill share follows the measured payoff: ERD picks find no larger errors than farthest-point picks
+    on a lattice (share near its maximum, and FAST at least as good as a raster grid), many times larger on
+    sparse flakes (share at its floor)."""
+    from fastflow.phantoms import lattice
+
+    image = lattice((96, 96), spacing=5.0, seed=2)
+    grid = ScanGrid(image.shape)
+    raster = simulate(make_sampler("raster", grid, coverage=0.2), image, [0.2])[0]["nrmse"]
+    auto = _Shares(grid, seed=0)
+    nrmse = simulate(auto, image, [0.2], batch_size=25)[0]["nrmse"]
+    assert nrmse < 1.02 * raster
+    assert np.mean(auto.shares[len(auto.shares) // 2:]) > 0.7
+
+    image = flakes((120, 90), seed=7)
+    sparse = _Shares(ScanGrid(image.shape), seed=0)
+    simulate(sparse, image, [0.1], batch_size=25)
+    assert np.median(sparse.shares) == sparse.fill_floor
+    assert sparse.payoff_ratio > 2
+
+
+def test_fixed_fill_share_and_kinds_of_pick():
+    image = flakes((60, 48), seed=2)
+    grid = ScanGrid(image.shape)
+    sampler = FastSampler(grid, seed=0, fill=0.3, initial_coverage=0.05)
+    first = sampler.ask(grid.size)
+    sampler.tell(first, image[first[:, 0], first[:, 1]])
+    counts = []
+    for _ in range(10):
+        idx = sampler.ask(7)
+        counts.append(sampler.last_record["n_fill"])
+        assert len(idx) == 7
+        sampler.tell(idx, image[idx[:, 0], idx[:, 1]])
+    assert sum(counts) == 21                        # 30 % of 70 picks: fractions carried between batches
+    assert sampler.fill_share == 0.3 and sampler.payoff_ratio is not None   # fixed share, payoff still measured
+    # pure fill picks (farthest-point) are spread out over the field
+    only_fill = FastSampler(grid, seed=0, fill=1.0, initial_coverage=0.05)
+    first = only_fill.ask(grid.size)
+    only_fill.tell(first, image[first[:, 0], first[:, 1]])
+    batch = only_fill.ask(10).astype(float)
+    gaps = np.sqrt(((batch[:, None] - batch[None]) ** 2).sum(-1))[np.triu_indices(10, 1)]
+    assert gaps.min() >= 2

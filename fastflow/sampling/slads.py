@@ -12,6 +12,18 @@ one point at a time were measured, and each chosen pixel discounts the ERD of th
 the same neighbourhood that measuring it would inform. An optional ``explore`` share of every batch continues
 the low-discrepancy pattern, so sparse regions keep being visited.
 
+Trusting the ERD, measured. On dense or noisy textures (an atomic lattice, shot noise) every region is
+equally unpredictable, the ERD mostly ranks noise, and a regular pattern beats it. So each batch is split:
+a share of *fill* picks (greedy farthest-point: the pixels farthest from every measurement, planned around
+the measured and the batch's other points, which tends to a regular grid) and the rest by ERD. After each
+batch the sampler compares how wrong the reconstruction was, before measuring, at the two kinds of pick
+(``|measured - IDW estimate|``, a discounted mean over recent batches). Their ratio ``r`` (ERD over fill)
+sets the fill share of the next batches: ``1 - (r - 1) / (fill_gain - 1)``, clipped to
+``[fill_floor, 1 - fill_floor]``. On sparse samples ERD picks find errors many times larger than fill picks
+(flakes, coins: ``r`` ~ 10) and the scan stays greedy; where they find no larger errors (``r <= 1``: a
+lattice) it turns almost into a regular fill. The floor keeps both kinds of pick measured, so the
+comparison stays current as the scan proceeds.
+
 Values are put on the declared 0-100 scale by robust percentiles of the initial scan, frozen; if later values
 leave that range by more than half of it, the scale is refitted on all values so far and everything is
 recomputed once (recorded in the tell record).
@@ -37,10 +49,17 @@ DEFAULT_MODEL = "erd-default.npz"
 _CANDIDATES_PER_POINT = 20
 _MIN_CANDIDATES = 512
 _TILE = 32
+_FILL_CANDIDATES_PER_POINT = 8
+_MIN_FILL_CANDIDATES = 64
+"""Fill picks are taken among this many pixels farthest from the measurements (each hole gives a few)."""
+_FILL_SLACK = 0.01
+"""Pixels: fill candidates may miss pixels farther from the measurements than the last candidate by less."""
 _RESCORE_DRIFT = 0.05
 """All scores are recomputed when the proximity width has drifted by more than this fraction."""
 _TIE_BONUS = 1e-6
 """ERD bonus per pixel of distance to the nearest measurement: decides between equal ERDs only."""
+_PAYOFF_DECAY = 0.8
+"""Weight kept by the running prediction-error sums per batch (they remember about five batches)."""
 
 
 def default_model_path() -> Path:
@@ -76,6 +95,14 @@ class FastSampler(BaseSampler):
         measurement (0 = no discount).
     explore : float
         Share of every batch, in [0, 1), taken from the continued low-discrepancy pattern.
+    fill : "auto" or float
+        Share of every batch (after ``explore``) taken by space-filling picks (greedy farthest-point);
+        ``"auto"`` sets it after each batch from the measured payoff of ERD picks against fill picks.
+    fill_floor : float
+        With ``fill="auto"``: the least share, in [0, 0.5), of each kind of pick (keeps both measured).
+    fill_gain : float
+        With ``fill="auto"``: the ratio (> 1) of prediction errors, ERD picks over fill picks, from which on
+        the fill share is at its floor; at a ratio of 1 or less it is at ``1 - fill_floor``.
     erd_stop : float, optional
         Stop when the total ERD falls below this fraction of its value after the initial scan.
     refresh_every : int
@@ -97,6 +124,9 @@ class FastSampler(BaseSampler):
         explore: float = 0.0,
         erd_stop: float | None = None,
         refresh_every: int = 0,
+        fill: float | str = "auto",
+        fill_floor: float = 0.05,
+        fill_gain: float = 2.0,
     ) -> None:
         super().__init__(grid)
         self.model = load_model(model)
@@ -107,12 +137,24 @@ class FastSampler(BaseSampler):
                 raise InputError(f"{name} must be a number >= 0; got {value!r}")
         if not 0 <= explore < 1:
             raise InputError(f"explore must be in [0, 1); got {explore!r}")
+        if not (fill == "auto" or (isinstance(fill, (int, float)) and not isinstance(fill, bool) and 0 <= fill <= 1)):
+            raise InputError(f"fill must be 'auto' or a share in [0, 1]; got {fill!r}")
+        if not 0 <= fill_floor < 0.5:
+            raise InputError(f"fill_floor must be in [0, 0.5); got {fill_floor!r}")
+        if not (fill_gain > 1 and math.isfinite(fill_gain)):
+            raise InputError(f"fill_gain must be a number > 1; got {fill_gain!r}")
         if erd_stop is not None and not 0 < erd_stop < 1:
             raise InputError(f"erd_stop must be in (0, 1); got {erd_stop!r}")
         self.diversity, self.explore, self.erd_stop = float(diversity), float(explore), erd_stop
         self.proximity = float(proximity)
         self._score_width = 0.0
         self.refresh_every = int(refresh_every)
+        self.fill = fill if fill == "auto" else float(fill)
+        self.fill_floor, self.fill_gain = float(fill_floor), float(fill_gain)
+        self.fill_share = self.fill_floor if fill == "auto" else float(fill)
+        self.payoff_ratio: float | None = None
+        self._payoff = np.zeros((2, 2))     # discounted [sum of |error|, count] of ERD picks (0), fill picks (1)
+        self._fill_carry = 0.0              # fractional fill pick carried to the next batch
         card = self.model.card
         self.field = FeatureField(grid.shape, k=int(card.get("k", 10)),
                                   density_radius=float(card.get("density_radius", 8.0)))
@@ -125,6 +167,11 @@ class FastSampler(BaseSampler):
         self._padded = (-(-ny // _TILE) * _TILE, -(-nx // _TILE) * _TILE)
         # selection score on the grid padded to whole tiles (-inf: taken or padding), see _top
         self._score = np.full(self._padded[0] * self._padded[1], -np.inf, dtype=np.float32)
+        # distance to the nearest measurement on the same padded layout (-inf: taken or padding), see _fill
+        self._dist = np.full(self._padded[0] * self._padded[1], -np.inf, dtype=np.float32)
+        self._dist_tile_max = np.full(self._padded[0] * self._padded[1] // _TILE**2, -np.inf, dtype=np.float32)
+        self._dist_dirty = np.zeros(len(self._dist_tile_max), dtype=bool)   # tiles whose maximum is stale
+        self._kind = np.full(grid.size, -1, dtype=np.int8)   # pending pick: 0 ERD, 1 fill, -1 other
         self.scale: tuple[float, float] | None = None
         self.erd_start: float | None = None
         self.steps = 0
@@ -147,6 +194,9 @@ class FastSampler(BaseSampler):
             "explore": self.explore,
             "erd_stop": self.erd_stop,
             "refresh_every": self.refresh_every,
+            "fill": self.fill,
+            "fill_floor": self.fill_floor,
+            "fill_gain": self.fill_gain,
             "model_hash": self.model.card.get("content_hash", self.model.content_hash()),
             "model_c": self.model.card.get("c"),
         }
@@ -169,11 +219,22 @@ class FastSampler(BaseSampler):
         if self.proximity and abs(self._width() / self._score_width - 1) > _RESCORE_DRIFT:
             self._rescore(self.field.unmeasured(), new_width=True)
         n_explore = min(n, int(round(self.explore * n)))
-        chosen = self._select(n - n_explore)
-        extra = self._explore_points(n - len(chosen), exclude=chosen)
-        picked = np.concatenate([chosen, extra])
+        want = self.fill_share * (n - n_explore) + self._fill_carry
+        n_fill = min(n - n_explore, int(want))
+        self._fill_carry = want - n_fill
+        chosen = self._select(n - n_explore - n_fill)
+        self._set_dist(self._pad(chosen), -np.inf)
+        filled = self._fill(n_fill, exclude=chosen)
+        if len(chosen) + len(filled) < n - n_explore:    # one kind ran short (the very end of a scan)
+            self._score[self._pad(np.concatenate([chosen, filled]))] = -np.inf
+            chosen = np.concatenate([chosen, self._select(n - n_explore - len(chosen) - len(filled))])
+        extra = self._explore_points(n - len(chosen) - len(filled), exclude=np.concatenate([chosen, filled]))
+        picked = np.concatenate([chosen, filled, extra])
+        self._kind[chosen], self._kind[filled] = 0, 1
         self._score[self._pad(picked)] = -np.inf           # pending until told
-        record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_explore": int(len(extra))}
+        self._set_dist(self._pad(picked), -np.inf)
+        record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_explore": int(len(extra)),
+                  "n_fill": int(len(filled)), "fill_share": self.fill_share}
         return self.grid.unravel(picked), record
 
     def _observe(self, indices: np.ndarray, values: np.ndarray) -> dict[str, Any]:
@@ -184,17 +245,22 @@ class FastSampler(BaseSampler):
                 self._start()
             return {"phase": "initial", "initial_complete": taken_all}
         self.steps += 1
+        kinds = self._kind[flat]
+        self._kind[flat] = -1
         lo, hi = self.scale
         norm = normalise(values[:, 0], lo, hi)
         if np.any(norm < -50) or np.any(norm > 150):   # far outside the frozen scale: refit once
             self._start()
             return {"phase": "adaptive", "rescaled": True, "scale": list(self.scale)}
+        self._learn_payoff(kinds, np.abs(norm - self.field.recon.ravel()[flat]))   # errors before updating
         full = self.refresh_every > 0 and self.steps % self.refresh_every == 0
         changed = self.field.add(flat, norm, full=full)
         self._predict(changed)
         self.erd[flat] = 0.0
         self._score[self._pad(flat)] = -np.inf
-        return {"phase": "adaptive", "updated": int(len(changed))}
+        self._set_dist(self._pad(flat), -np.inf)
+        return {"phase": "adaptive", "updated": int(len(changed)), "fill_share": self.fill_share,
+                "payoff_ratio": self.payoff_ratio}
 
     # -- internals --------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -205,6 +271,8 @@ class FastSampler(BaseSampler):
         self.field.add(measured, normalise(self._raw[measured], *self.scale), full=True)
         self.erd[:] = 0.0
         self._score[:] = -np.inf
+        self._dist[:] = -np.inf
+        self._dist_dirty[:] = True
         self._predict(self.field.unmeasured(), new_width=True)
         if self.erd_start is None:
             self.erd_start = self.total_erd()
@@ -234,7 +302,9 @@ class FastSampler(BaseSampler):
                 self._score_width = self._width()
             score *= -np.expm1(-d * d / (2.0 * self._score_width**2))
         score += _TIE_BONUS * d
-        self._score[self._pad(flat)] = np.where(self._pending.ravel()[flat], -np.inf, score)
+        pending = self._pending.ravel()[flat]
+        self._score[self._pad(flat)] = np.where(pending, -np.inf, score)
+        self._set_dist(self._pad(flat), np.where(pending, -np.inf, d))
 
     def _select(self, n: int) -> np.ndarray:
         """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""
@@ -265,16 +335,82 @@ class FastSampler(BaseSampler):
         y, x = np.divmod(flat, self.grid.shape[1])
         return y * self._padded[1] + x
 
-    def _top(self, m: int) -> np.ndarray:
+    def _fill(self, n: int, exclude: np.ndarray) -> np.ndarray:
+        """Up to ``n`` pixels far from the measurements and from ``exclude``, by greedy farthest-point.
+
+        Candidates are the pixels farthest from any measurement; each pick is the candidate farthest from
+        the measurements, ``exclude`` and the picks so far (the batch is planned around all of them).
+        ``exclude`` must already be out of the distance array (-inf).
+        """
+        free = self.remaining - len(exclude)
+        n = min(n, free)
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        cand = self._top(min(free, max(_MIN_FILL_CANDIDATES, _FILL_CANDIDATES_PER_POINT * n)), self._dist,
+                         self._dist_tiles(), slack=_FILL_SLACK)
+        d = self._dist[self._pad(cand)].astype(np.float64)
+        order = np.lexsort((cand, -d))                           # deterministic order: distance, then pixel
+        cand, d2 = cand[order], d[order] ** 2
+        pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
+        if len(exclude):
+            ex = np.stack(np.divmod(exclude, self.grid.shape[1]), axis=1).astype(np.float64)
+            np.minimum(d2, ((pos[:, None, :] - ex[None, :, :]) ** 2).sum(axis=2).min(axis=1), out=d2)
+        picks = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            i = int(np.argmax(d2))
+            picks[j] = i
+            np.minimum(d2, ((pos - pos[i]) ** 2).sum(axis=1), out=d2)
+            d2[i] = -np.inf
+        return cand[picks]
+
+    def _set_dist(self, padded: np.ndarray, values: np.ndarray | float) -> None:
+        """Write distances at padded positions and mark their tiles' maxima stale."""
+        self._dist[padded] = values
+        y, x = np.divmod(padded, self._padded[1])
+        self._dist_dirty[(y // _TILE) * (self._padded[1] // _TILE) + x // _TILE] = True
+
+    def _dist_tiles(self) -> np.ndarray:
+        """Maximum distance per tile, recomputed for the tiles written since the last call only."""
+        dirty = np.flatnonzero(self._dist_dirty)
+        if len(dirty):
+            t, px = _TILE, self._padded[1]
+            ty, tx = np.divmod(dirty, px // t)
+            offsets = (np.arange(t)[:, None] * px + np.arange(t)[None, :]).ravel()
+            self._dist_tile_max[dirty] = self._dist[(ty * t * px + tx * t)[:, None] + offsets[None, :]].max(axis=1)
+            self._dist_dirty[dirty] = False
+        return self._dist_tile_max
+
+    def _learn_payoff(self, kinds: np.ndarray, errors: np.ndarray) -> None:
+        """Update the prediction errors found by ERD and fill picks; with ``fill="auto"`` set the fill share."""
+        self._payoff *= _PAYOFF_DECAY
+        for k in (0, 1):
+            sel = kinds == k
+            self._payoff[k] += (float(errors[sel].sum()), float(sel.sum()))
+        (e_erd, n_erd), (e_fill, n_fill) = self._payoff
+        if n_erd > 0 and n_fill > 0:
+            self.payoff_ratio = float((e_erd / n_erd) / max(e_fill / n_fill, 1e-12))
+            if self.fill == "auto":
+                share = 1.0 - (self.payoff_ratio - 1.0) / (self.fill_gain - 1.0)
+                self.fill_share = float(np.clip(share, self.fill_floor, 1.0 - self.fill_floor))
+
+    def _top(
+        self, m: int, score: np.ndarray | None = None, tile_max: np.ndarray | None = None, slack: float = 0.0
+    ) -> np.ndarray:
         """The ``m`` pixels of highest score (exactly), looking only inside the best tiles of the grid.
+
+        ``score`` is a padded array like the selection score (the default), ``tile_max`` its maximum per tile
+        if already known. With ``slack > 0`` the result may miss pixels that beat its m-th score by less than
+        ``slack`` (tiles of nearly equal maxima, common for distances, are then not all opened).
 
         The max over 32x32 tiles is one cheap pass over the padded score; tiles are then taken best first,
         in rounds that double, keeping the best ``m`` pixels so far, until the next tile's maximum cannot
         beat the m-th of them. Returns grid pixel numbers.
         """
+        sc = self._score if score is None else score
         (py, px), t = self._padded, _TILE
         nty, ntx = py // t, px // t
-        tile_max = self._score.reshape(nty, t, ntx, t).max(axis=(1, 3)).ravel()
+        if tile_max is None:
+            tile_max = sc.reshape(nty, t, ntx, t).max(axis=(1, 3)).ravel()
         order = np.argsort(-tile_max, kind="stable")
         offsets = (np.arange(t)[:, None] * px + np.arange(t)[None, :]).ravel()
         best = np.empty(0, dtype=np.int64)
@@ -284,9 +420,9 @@ class FastSampler(BaseSampler):
             used += len(take)
             ty, tx = np.divmod(take, ntx)
             pixels = ((ty * t * px + tx * t)[:, None] + offsets[None, :]).ravel()
-            pool = np.concatenate([best, pixels[np.isfinite(self._score[pixels])]])
-            best = pool if len(pool) <= m else pool[np.argpartition(self._score[pool], len(pool) - m)[len(pool) - m:]]
-            if len(best) >= m and used < len(order) and tile_max[order[used]] < self._score[best].min():
+            pool = np.concatenate([best, pixels[np.isfinite(sc[pixels])]])
+            best = pool if len(pool) <= m else pool[np.argpartition(sc[pool], len(pool) - m)[len(pool) - m:]]
+            if len(best) >= m and used < len(order) and tile_max[order[used]] < sc[best].min() + slack:
                 break
         y, x = np.divmod(best, px)
         return y * self.grid.shape[1] + x
