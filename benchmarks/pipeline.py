@@ -1,17 +1,18 @@
-"""Wall time of a ``benchmark_samplers`` sweep with 1 and 2 Dask workers, and what Prefect, Dask and Tiled add.
+"""Wall time of a ``benchmark_samplers`` sweep with 1 and 2 Dask workers, and what Prefect and Tiled add.
 
-    python benchmarks/pipeline.py                      # 4 samplers x 3 images x 5 coverages (the issue's sweep)
-    python benchmarks/pipeline.py --images flakes --coverages 0.1,0.2   # a smaller one
+    python benchmarks/pipeline.py          # 4 samplers x 3 images x 5 coverages x 2 seeds, images at 384 px
+    python benchmarks/pipeline.py --seeds 0 --max-side 256                  # a smaller sweep
 
-Three timings of the same cases:
+Timings of the same cases:
 
-* ``library``: the cases one after the other in this process, no Prefect, no Dask, no Tiled
-  (:func:`fastflow.benchmark.run_case`): the work itself;
-* ``flow, 1 worker`` and ``flow, 2 workers``: the ``benchmark_samplers`` flow end to end (Dask cluster
-  start, task runs, result files, figure, publication to the local Tiled catalog).
+* ``library``: one after the other in this process (:func:`fastflow.benchmark.run_case`): the work itself;
+* ``dask, N workers``: the cases on a fresh local Dask cluster (start included), no Prefect, no Tiled;
+* ``flow, N workers``: the ``benchmark_samplers`` flow end to end (its Dask cluster, task and flow runs,
+  result files, figure, artifact, publication to the data folder's Tiled catalog).
 
-Overhead = (flow with 1 worker - library) / flow with 1 worker. Prefect runs against one temporary API
-server started before the timings (its start-up, ~10 s, is not part of any sweep).
+Prefect/Tiled overhead = flow - dask with the same workers. Prefect runs against one temporary API server
+started before the timings (its start-up, ~10 s, is not part of any sweep), and the data folder's Tiled
+catalog is created beforehand (a facility's data folder has one; creating it takes 3-5 s once).
 """
 
 from __future__ import annotations
@@ -31,44 +32,70 @@ def main() -> None:
     parser.add_argument("--samplers", default="fast,halton,random,raster")
     parser.add_argument("--images", default="flakes,coins,cell")
     parser.add_argument("--coverages", default="0.05,0.1,0.15,0.2,0.3")
-    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--max-side", type=int, default=384)
     parser.add_argument("--workers", default="1,2")
     args = parser.parse_args()
     samplers, images = args.samplers.split(","), args.images.split(",")
     coverages = [float(c) for c in args.coverages.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
     scratch = tempfile.mkdtemp(prefix="fastflow-pipeline-bench-")
     os.environ["FASTFLOW_DATA_DIR"] = scratch
 
     from fastflow.benchmark import run_case
     from flows.benchmark_samplers import benchmark_samplers
-    from flows.runtime import share_api_with_workers
+    from flows.runtime import quiet_dask, share_api_with_workers
 
+    quiet_dask()
     share_api_with_workers()      # the temporary Prefect API, started once, outside every timing
-    n_cases = len(samplers) * len(images)
-    print(f"sweep: {len(samplers)} samplers x {len(images)} images x {len(coverages)} coverages "
-          f"({n_cases} tasks), images downscaled to {args.max_side} px; {os.cpu_count()} cores")
+    from fastflow.catalog import local_catalog
+
+    with local_catalog(scratch):  # the data folder's Tiled catalog exists already, as at a facility
+        pass
+    cases = [(s, im, seed) for im in images for s in samplers for seed in seeds]
+    print(f"sweep: {len(samplers)} samplers x {len(images)} images x {len(coverages)} coverages x {len(seeds)} "
+          f"seeds ({len(cases)} tasks), images downscaled to {args.max_side} px; {os.cpu_count()} cores")
     t0 = time.perf_counter()
-    for image in images:
-        for sampler in samplers:
-            run_case(sampler, image, coverages, 0, max_side=args.max_side)
+    for s, im, seed in cases:
+        run_case(s, im, coverages, seed, max_side=args.max_side)
     library = time.perf_counter() - t0
-    timings = {}
-    for n in [int(w) for w in args.workers.split(",")]:
+    workers = [int(w) for w in args.workers.split(",")]
+    plain, flow = {}, {}
+    for n in workers:
+        plain[n] = plain_dask(cases, coverages, args.max_side, n)
         t0 = time.perf_counter()
-        result = benchmark_samplers(samplers=samplers, images=images, coverages=coverages, seeds=[0],
-                                    max_side=args.max_side, out=os.path.join(scratch, f"bench-{n}"), n_workers=n)
-        timings[n] = (time.perf_counter() - t0, result["sweep_wall_time_s"])
+        benchmark_samplers(samplers=samplers, images=images, coverages=coverages, seeds=seeds,
+                           max_side=args.max_side, out=os.path.join(scratch, f"bench-{n}"), n_workers=n)
+        flow[n] = time.perf_counter() - t0
     print()
-    print(f"{'run':<22} {'wall s':>8} {'sweep s':>8} {'speed-up':>9}")
-    print(f"{'library, sequential':<22} {library:>8.1f} {'':>8} {'':>9}")
-    base = timings.get(1, (None,))[0]
-    for n, (wall, sweep) in timings.items():
-        speed = f"{base / wall:.2f}x" if base else ""
-        print(f"{f'flow, {n} worker(s)':<22} {wall:>8.1f} {sweep:>8.1f} {speed:>9}")
-    if base:
-        print(f"\noverhead of Prefect + Dask + files + Tiled with 1 worker: {base - library:.1f} s "
-              f"= {(base - library) / base:.0%} of the flow's wall time")
-    print("(wall = the whole flow call; sweep = the Dask part: cluster start, task runs, results)")
+    print(f"{'run':<22} {'wall s':>8} {'speed-up':>9} {'Prefect+Tiled':>14}")
+    print(f"{'library, sequential':<22} {library:>8.1f}")
+    for n in workers:
+        print(f"{f'dask, {n} worker(s)':<22} {plain[n]:>8.1f} {plain[workers[0]] / plain[n]:>8.2f}x")
+    for n in workers:
+        extra = flow[n] - plain[n]
+        print(f"{f'flow, {n} worker(s)':<22} {flow[n]:>8.1f} {flow[workers[0]] / flow[n]:>8.2f}x "
+              f"{extra:>6.1f} s {extra / flow[n]:>5.0%}")
+    print("(speed-up against the first worker count; Prefect+Tiled = flow - dask with the same workers, "
+          "as a share of the flow)")
+
+
+def plain_dask(cases: list, coverages: list, max_side: int, n_workers: int) -> float:
+    """The cases on a fresh local Dask cluster configured as the flows configure theirs; wall seconds."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from fastflow.benchmark import run_case
+
+    t0 = time.perf_counter()
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         host="127.0.0.1") as cluster, Client(cluster) as client:
+        order = sorted(cases, key=lambda c: c[0] != "fast")        # as the flow: adaptive cases first
+        futures = [client.submit(run_case, s, im, coverages, seed, max_side=max_side, pure=False)
+                   for s, im, seed in order]
+        client.gather(futures)
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def scan(
     proximity: Annotated[Optional[float], typer.Option(help="FAST: discount of pixels close to measurements, in mean spacings (0 = off) [default: the sampler's].")] = None,
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
+    fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from farthest-point fill picks, or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
     tiled_uri: Annotated[Optional[str], typer.Option(help="Tiled server to publish to (default: $FASTFLOW_TILED_URI, else the local catalog).")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key of that Tiled server (default: $FASTFLOW_TILED_API_KEY).")] = None,
@@ -84,7 +85,8 @@ def scan(
         params["resume"] = str(run_dir)
     else:
         options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
-                   "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop}
+                   "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop,
+                   "fill": _fill(fill)}
         options = {k: v for k, v in options.items() if v is not None}
         if sample is None and instrument == "simulated":
             sample = "flakes"
@@ -230,6 +232,16 @@ def train(
     (out / "model-card.json").write_text(card_json(model))
     typer.echo(f"chosen c = {model.card['c']:g}; model: {out / 'erd-model.npz'}")
     typer.echo(model.describe())
+
+
+def _fill(text: Optional[str]) -> Any:
+    """``--fill``: ``auto`` or a share as a number (the sampler checks its range)."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--fill must be 'auto' or a share in [0, 1]; got {text!r}") from None
 
 
 def _numbers(text: Optional[str], what: str, kind: type, count: int) -> Optional[list]:

@@ -47,7 +47,8 @@ FIGURE_NAME = "scan.png"
 INSTRUMENTS = ("simulated", "epics")
 
 #: Options of the FAST sampler that a configuration may carry.
-FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore", "erd_stop")
+FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore", "erd_stop", "fill", "fill_floor",
+                "fill_gain")
 
 
 def runs_root() -> Path:
@@ -89,7 +90,8 @@ class ScanConfig:
     overlap : bool
         Choose batch k+1 while batch k is measured (see :func:`fastflow.scan.run_scan`).
     sampler_options : dict
-        Options of the sampler; for ``fast``: model, initial_coverage, diversity, proximity, explore, erd_stop.
+        Options of the sampler; for ``fast``: model, initial_coverage, diversity, proximity, explore, erd_stop,
+        fill, fill_floor, fill_gain.
     instrument : {"simulated", "epics"}
         Where the values come from.
     pv_map : str, optional

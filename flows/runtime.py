@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+import dask
+
 from fastflow.errors import InputError
 
 
@@ -61,6 +63,9 @@ def dask_runner(dask_address: str | None = None, n_workers: int | None = None) -
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"n_workers must be a positive integer; got {n_workers!r}")
     share_api_with_workers()
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes the many small numpy
+    # allocations of a FAST step return memory to the system at once: measured 30-50 % slower cases here.
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
                                           "dashboard_address": ":0", "host": "127.0.0.1"})
 
