@@ -315,14 +315,16 @@ def _sample_and_map(ioc, tmp_path, mode="point"):
     return str(sample), str(pv_map)
 
 
-@pytest.mark.parametrize("mode", ["point", "list"])
-def test_fast_scan_on_the_ioc_equals_the_simulated_instrument_run(live, tmp_path, mode):
-    """The same FAST scan (same image, seed, noise off) through EPICS and on the simulated instrument."""
+@pytest.mark.parametrize(("mode", "overlap"), [("point", False), ("list", False), ("point", True)])
+def test_fast_scan_on_the_ioc_equals_the_simulated_instrument_run(live, tmp_path, mode, overlap):
+    """The same FAST scan (same image, seed, noise off) through EPICS and on the simulated instrument;
+    with overlap the IOC is driven from the scan loop's measuring thread."""
     from fastflow.runs import ScanConfig, acquire, create_run
     from fastflow.store import ScanStore
 
     sample, pv_map = _sample_and_map(live, tmp_path, mode)
-    common = dict(sample=sample, sampler="fast", coverage=0.3, batch_size=25, snapshots=[0.1], seed=4)
+    common = dict(sample=sample, sampler="fast", coverage=0.3, batch_size=25, snapshots=[0.1], seed=4,
+                  overlap=overlap)
     runs = {}
     for kind, extra in (("epics", dict(instrument="epics", pv_map=pv_map)), ("simulated", {})):
         run_dir = create_run(ScanConfig(**common, **extra), tmp_path / kind)

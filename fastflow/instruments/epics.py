@@ -390,6 +390,7 @@ class EpicsInstrument:
         if len(idx) == 0:
             return Measurement.empty(len(self.channels))
         acc = _Batch(len(self.channels))
+        _attach(self._ca)    # the scan loop may call from a worker thread (measure while the sampler thinks)
         try:
             if self._dry_run:
                 self._measure_dry(positions, acc)
