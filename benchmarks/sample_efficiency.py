@@ -14,7 +14,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from fastflow import phantoms
 from fastflow.evaluate import simulate

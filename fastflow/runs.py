@@ -376,10 +376,11 @@ def acquire(
     """
     run_dir = Path(run_dir)
     config = run_config(run_dir)
+    done = ScanStore.open(run_dir / STORE_NAME)
+    if done.attrs.get("status") == "complete":
+        raise InputError(f"run {run_dir.name} is already complete ({done.n_points} points); nothing to resume")
     store = ScanStore.open(run_dir / STORE_NAME, "a")
     try:
-        if store.attrs.get("status") == "complete":
-            raise InputError(f"run {run_dir.name} is already complete ({store.n_points} points); nothing to resume")
         setup = config.check()
         start, offset = None, 0
         if store.n_points:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fastflow.errors import InputError, InstrumentError
+from fastflow.errors import InputError
 from fastflow.instruments.base import Instrument, Measurement
 from fastflow.metrics import evaluate
 from fastflow.recon import reconstruct

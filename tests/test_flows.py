@@ -304,3 +304,4 @@ def test_killed_scan_resumes_without_losing_or_repeating_points(tmp_path):
     again = subprocess.run([*args[:3], "scan", "--resume", run_dir.name], env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 2 and "already complete" in again.stderr
+    assert ScanStore.open(run_dir / "scan.zarr").attrs["status"] == "complete"    # the refusal changed nothing
