@@ -64,16 +64,14 @@ import xarray as xr
 from fastflow.errors import CatalogError, InputError, StoreError
 from fastflow.evaluate import EVALUATION_NAME
 from fastflow.grid import ScanGrid
+from fastflow.runs import STORE_NAME, find_store, runs_root
 from fastflow.store import ScanStore, is_scan_store, jsonable
 
 logger = logging.getLogger(__name__)
 
 ENV_URI = "FASTFLOW_TILED_URI"
 ENV_API_KEY = "FASTFLOW_TILED_API_KEY"
-ENV_DATA_DIR = "FASTFLOW_DATA_DIR"
-DEFAULT_DATA_DIR = "fastflow-runs"
 CATALOG_DIRNAME = ".tiled"
-STORE_NAME = "scan.zarr"
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _API_KEY_RE = re.compile(r"[A-Za-z0-9]+")  # what Tiled's single-user key setting accepts
 _STARTUP_TIMEOUT = 60.0
@@ -107,11 +105,6 @@ def _claim_key(api_key: str) -> Iterator[None]:
 
 
 # -- locations and environment -----------------------------------------------------------------------
-def default_data_dir() -> Path:
-    """The data dir of runs: ``$FASTFLOW_DATA_DIR``, or ``./fastflow-runs``."""
-    return Path(os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
-
-
 def catalog_dir(data_dir: str | os.PathLike) -> Path:
     """Folder of the local Tiled catalog of a data dir: ``DATA_DIR/.tiled``."""
     return Path(data_dir) / CATALOG_DIRNAME
@@ -121,33 +114,12 @@ def default_target() -> dict[str, Any]:
     """Where runs are published by default, as keyword arguments of :func:`publish_run`.
 
     ``{"uri": ..., "api_key": ...}`` when ``FASTFLOW_TILED_URI`` is set (the key from
-    ``FASTFLOW_TILED_API_KEY``), else ``{"catalog": default_data_dir()}``.
+    ``FASTFLOW_TILED_API_KEY``), else ``{"catalog": runs_root()}``.
     """
     uri = os.environ.get(ENV_URI)
     if uri:
         return {"uri": uri, "api_key": os.environ.get(ENV_API_KEY) or None}
-    return {"catalog": default_data_dir()}
-
-
-def find_store(path: str | os.PathLike) -> Path:
-    """The scan store of a run: ``path`` itself if it is a store, else ``path/scan.zarr``.
-
-    Raises
-    ------
-    InputError
-        If ``path`` is neither a run folder nor a scan store.
-    """
-    path = Path(path)
-    if is_scan_store(path):
-        return path
-    if is_scan_store(path / STORE_NAME):
-        return path / STORE_NAME
-    if not path.exists():
-        raise InputError(f"{path} does not exist; pass a run folder (DATA_DIR/RUN_ID) or its {STORE_NAME}")
-    raise InputError(
-        f"{path} is not a fastflow run: it holds no {STORE_NAME} scan store; "
-        f"pass a run folder (DATA_DIR/RUN_ID) or its {STORE_NAME}"
-    )
+    return {"catalog": runs_root()}
 
 
 def find_runs(data_dir: str | os.PathLike) -> list[Path]:
@@ -590,7 +562,7 @@ def publish_dataset(
         Catalog key (letters, digits, ``.``, ``_``, ``-``).
     uri, api_key, catalog
         As in :func:`publish_run`; with none of them, ``$FASTFLOW_TILED_URI`` or the local catalog of
-        :func:`default_data_dir`.
+        :func:`fastflow.runs.runs_root`.
     metadata : mapping, optional
         Flat searchable metadata stored beside the dataset's attrs.
 
@@ -604,7 +576,7 @@ def publish_dataset(
     if not _KEY_RE.fullmatch(str(key)):
         raise InputError(f"{key!r} cannot be a catalog key; use letters, digits, '.', '_' and '-' only")
     if uri is None and catalog is None and not os.environ.get(ENV_URI):
-        catalog = default_data_dir()
+        catalog = runs_root()
     with _target(uri, api_key, catalog) as (client, where):
         _write_dataset(client, str(key), ds, dict(metadata or {}), where)
     return str(key)

@@ -23,13 +23,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DEFAULT_RUNS_DIR = "fastflow-runs"
-
-
-def _runs_root() -> Path:
-    return Path(os.environ.get("FASTFLOW_DATA_DIR", DEFAULT_RUNS_DIR))
-
-
 @app.command()
 def scan(
     sample: Annotated[Optional[str], typer.Option(help="Bundled sample name (see `fastflow samples`) or a .tif/.tiff/.npy/.png file [default: flakes]. With --instrument epics: the truth for metrics, if known.", show_default=False)] = None,

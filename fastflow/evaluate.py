@@ -108,16 +108,12 @@ def evaluate_run(
     InputError
         If the run has fewer points than ``coverage`` asks for.
     """
-    from pathlib import Path
-
     from fastflow.recon import idw_chunked
+    from fastflow.runs import find_store
     from fastflow.sampling.protocol import check_coverage
     from fastflow.store import ScanStore
 
-    path = Path(store_path)
-    if path.name != "scan.zarr" and (path / "scan.zarr").exists():
-        path = path / "scan.zarr"
-    store = ScanStore.open(path)
+    store = ScanStore.open(find_store(store_path))
     coverage = check_coverage(coverage, "evaluation coverage")
     grid = store.grid
     n = max(1, round(coverage * grid.size))

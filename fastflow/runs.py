@@ -52,8 +52,29 @@ FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore"
 
 
 def runs_root() -> Path:
-    """The folder that holds every run: ``$FASTFLOW_DATA_DIR``, or ``./fastflow-runs``."""
-    return Path(os.environ.get("FASTFLOW_DATA_DIR", DEFAULT_RUNS_DIR))
+    """The folder that holds every run: ``$FASTFLOW_DATA_DIR`` (if set and not empty), or ``./fastflow-runs``."""
+    return Path(os.environ.get("FASTFLOW_DATA_DIR") or DEFAULT_RUNS_DIR)
+
+
+def find_store(path: str | os.PathLike) -> Path:
+    """The scan store of a run: ``path`` itself if it is a store, else ``path/scan.zarr``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is neither a run folder nor a scan store.
+    """
+    path = Path(path)
+    if is_scan_store(path):
+        return path
+    if is_scan_store(path / STORE_NAME):
+        return path / STORE_NAME
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a run folder (DATA_DIR/RUN_ID) or its {STORE_NAME}")
+    raise InputError(
+        f"{path} is not a fastflow run: it holds no {STORE_NAME} scan store; "
+        f"pass a run folder (DATA_DIR/RUN_ID) or its {STORE_NAME}"
+    )
 
 
 @dataclass

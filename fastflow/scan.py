@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from fastflow.recon import reconstruct
 from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.store import ScanStore
+
 
 class _Inline:
     """An executor that runs the call at once, in this thread (the sequential scan)."""

@@ -12,9 +12,9 @@ from flows.runtime import run_script
 
 def tiled_target(tiled_uri: str | None, api_key: str | None) -> tuple[str | None, str | None]:
     """The Tiled server to publish to: the parameters, else ``$FASTFLOW_TILED_URI`` / ``$FASTFLOW_TILED_API_KEY``."""
-    uri = tiled_uri or os.environ.get("FASTFLOW_TILED_URI") or None
-    key = api_key or os.environ.get("FASTFLOW_TILED_API_KEY") or None
-    return uri, key
+    from fastflow.catalog import ENV_API_KEY, ENV_URI
+
+    return tiled_uri or os.environ.get(ENV_URI) or None, api_key or os.environ.get(ENV_API_KEY) or None
 
 
 @flow(name="adaptive-scan")

@@ -15,10 +15,11 @@ CHUNK = 1024
 
 
 def plan_evaluation(runs: list[str], coverages: list[float] | None, methods: list[str],
-                    data_dir: str | None) -> list[tuple[str, list[float]]]:
-    """Check runs, coverages and methods before anything runs; ``(run_dir, coverages)`` per run.
+                    data_dir: str | None, chunk: int | None = None) -> list[tuple[str, list[float], int | None]]:
+    """Check runs, coverages and methods before anything runs; ``(run_dir, coverages, block)`` per run.
 
-    Without ``coverages``, each run is evaluated at its own snapshot coverages.
+    Without ``coverages``, each run is evaluated at its own snapshot coverages. ``block`` is the IDW block
+    side: ``chunk`` if given, else 1024 for images above 2048x2048 pixels, else None (one piece).
     """
     from fastflow.errors import InputError
     from fastflow.recon import available_methods
@@ -45,20 +46,16 @@ def plan_evaluation(runs: list[str], coverages: list[float] | None, methods: lis
         if too_far:
             raise InputError(f"run {run_dir.name} reached {reached:.2%} coverage; cannot evaluate it at "
                              f"{', '.join(f'{c:.2%}' for c in too_far)}")
-        plan.append((str(run_dir), covs))
+        plan.append((str(run_dir), covs, chunk or (CHUNK if store.grid.size > CHUNK_ABOVE else None)))
     return plan
 
 
 @flow(name="evaluate-on-dask")
-def _evaluate(plan: list[tuple[str, list[float]]], methods: list[str], chunk: int | None) -> dict[str, Any]:
+def _evaluate(plan: list[tuple[str, list[float], int | None]], methods: list[str]) -> dict[str, Any]:
     from prefect.artifacts import create_table_artifact
 
-    from fastflow.store import ScanStore
-
     futures = {}
-    for run_dir, covs in plan:
-        size = ScanStore.open(f"{run_dir}/scan.zarr").grid.size
-        block = chunk or (CHUNK if size > CHUNK_ABOVE else None)
+    for run_dir, covs, block in plan:
         futures[run_dir] = [reconstruct_and_score.submit(run_dir, c, m, block) for c in covs for m in methods]
     out, table = {}, []
     for run_dir, fs in futures.items():
@@ -98,8 +95,8 @@ def reconstruct_and_evaluate(
     dask_address : str, optional
         A running Dask scheduler; default: a local cluster of ``n_workers`` processes.
     """
-    plan = plan_evaluation(runs, coverages, list(methods), data_dir)
-    return _evaluate.with_options(task_runner=dask_runner(dask_address, n_workers))(plan, list(methods), chunk)
+    plan = plan_evaluation(runs, coverages, list(methods), data_dir, chunk)
+    return _evaluate.with_options(task_runner=dask_runner(dask_address, n_workers))(plan, list(methods))
 
 
 if __name__ == "__main__":
