@@ -189,6 +189,27 @@ def test_ioc_killed_mid_batch_then_restarted(live, mode):
     assert time.monotonic() - t1 < 10
 
 
+def test_a_stage_whose_puts_complete_early_is_waited_for(ioc):
+    """Motors without put-callback support complete a setpoint put when the move starts: only done-moving says
+    when the stage has stopped. The first trigger sent with the done-moving read (one round trip) finds the
+    stage moving: it is discarded with a warning, and from then on every trigger waits for done-moving."""
+    ioc.kill()
+    early = start_ioc(IMAGE, PREFIX, env=ioc.env, repeater=False, early_completion=True, time_scale=1.0,
+                      dwell=0.001, speed=500.0, settle=0.002)
+    try:
+        inst = _instrument(early, extra_channels=True)
+        idx = np.array([[0, 0], [31, 31], [0, 31], [31, 0], [16, 16], [2, 29]])
+        with pytest.warns(RuntimeWarning, match="completes its puts before the move ends"):
+            m = inst.measure(idx)
+        np.testing.assert_array_equal(m.values[:, 0], IMAGE[idx[:, 0], idx[:, 1]])  # never measured in motion
+        np.testing.assert_array_equal(m.positions, early.grid.to_position(idx))
+        # the stage starts at (0, 0): the first move is the second point's, whose first trigger was discarded
+        assert np.diff(m.values[:, 1]).tolist() == [2] + [1] * (len(idx) - 2)
+    finally:
+        early.stop()
+        ioc.restart()
+
+
 def test_a_short_freeze_is_ridden_through(live):
     inst = _instrument(live)
     idx = _points(150, seed=4)

@@ -2,10 +2,14 @@
 
 :class:`EpicsInstrument` implements :class:`~fastflow.instruments.Instrument` over pyepics. Two modes:
 
-- ``point``: per point, put the X and Y setpoints together with put-completion, wait until both completed and
-  the done-moving PV (if mapped) reads 1 (read together with the abort PV), put the detector trigger with
-  completion (completion = acquisition done), then read the value(s) and the readbacks in one round trip; a
-  readback more than half a pixel from the target fails the point;
+- ``point``: per point, put the X and Y setpoints together with put-completion (the axis with the longer travel
+  first), wait until both completed and the done-moving PV (if mapped) reads 1 (read together with the abort
+  PV), put the detector trigger with completion (completion = acquisition done), then read the value(s) and
+  the readbacks; a readback more than half a pixel from the target fails the point. When the PVs share one
+  server, which answers a circuit's requests in order, this takes two round trips per point: the reads of
+  point *k* go out with the setpoints of point *k+1*, and the done-moving/abort read with the trigger (a
+  trigger that finds the stage moving or the abort set is discarded; a stage whose puts complete before the
+  move ends is detected at its first move, with a warning, and then every trigger waits for done-moving);
 - ``list``: write the batch's X and Y positions to waveforms (in chunks as long as the waveforms), the number
   of points, start, and follow the progress PV until the list is done, reading the values, readback
   positions (and times) of the finished points as they come.
@@ -262,6 +266,7 @@ class EpicsInstrument:
         self._path_length = 0.0
         self._n_points = 0
         self._last: str = "none yet"
+        self._speculate = True  # see _trigger_with_status
         y, x = self._read(["stage.y_readback", "stage.x_readback"], timeouts.acquire, "reading the stage")
         self._position = np.array([float(y), float(x)])
         self._start = self._position.copy()
@@ -421,16 +426,14 @@ class EpicsInstrument:
                  "stage.y_readback", "stage.x_readback"]
         # the abort PV is read with done-moving, before each trigger (a batch's last point is not re-checked)
         has_abort, has_dmov = "abort" in self._pvs, "stage.done_moving" in self._pvs
+        status = [*(["stage.done_moving"] if has_dmov else []), *(["abort"] if has_abort else [])]
         n_ch = len(self.channels)
         tolerance = 0.5 * np.asarray(self._grid.pixel_size)
-        for i, (y, x) in enumerate(positions):
-            where = f"point {i} of the batch, index ({idx[i, 0]}, {idx[i, 1]})"
-            self._put_many([("stage.x_setpoint", float(x)), ("stage.y_setpoint", float(y))], tmo.move,
-                           f"moving to {where}")
-            if has_dmov or has_abort:
-                self._settled(has_dmov, has_abort, tmo.move, f"moving to {where}")
-            self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
-            got = self._read(reads, tmo.acquire, f"reading {where}")
+        acquired: tuple[int, str, float, float] | None = None  # triggered, not read yet
+        here = self._position
+
+        def keep(got: list[Any], at: float) -> None:
+            i, where, y, x = acquired
             reached = np.array([float(got[n_ch]), float(got[n_ch + 1])])
             if np.any(np.abs(reached - (y, x)) > tolerance):
                 raise InstrumentError(
@@ -438,9 +441,56 @@ class EpicsInstrument:
                     f"(readbacks {self._names['stage.y_readback']}, {self._names['stage.x_readback']}); the point "
                     f"was not kept. Last point measured: {self._last}"
                 )
-            t = time.monotonic() - self._t0
-            acc.add(np.asarray(got[:n_ch], dtype=float)[None, :], reached[None, :], np.array([t]))
+            acc.add(np.asarray(got[:n_ch], dtype=float)[None, :], reached[None, :], np.array([at - self._t0]))
             self._last = f"{where} (batch point {i})"
+
+        for i, (y, x) in enumerate(positions):
+            where = f"point {i} of the batch, index ({idx[i, 0]}, {idx[i, 1]})"
+            move = [("stage.x_setpoint", float(x)), ("stage.y_setpoint", float(y))]
+            if abs(y - here[0]) > abs(x - here[1]):
+                move.reverse()  # the axis with the longer travel starts first
+            here = (y, x)
+            if acquired is None:
+                self._put_many(move, tmo.move, f"moving to {where}")
+            else:  # read the previous point and send this move in one round trip (the IOC answers in order)
+                keep(*self._read_then_put(reads, move, tmo.acquire, tmo.move, f"reading {acquired[1]}",
+                                          f"moving to {where}"))
+                acquired = None
+            if not (has_dmov or has_abort):
+                self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
+            elif not self._trigger_with_status(status, tmo, where):
+                self._settled(has_dmov, has_abort, tmo.move, f"moving to {where}")
+                self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
+            acquired = (i, where, float(y), float(x))
+        if acquired is not None:
+            keep(self._read(reads, tmo.acquire, f"reading {acquired[1]}"), time.monotonic())
+
+    def _trigger_with_status(self, status: list[str], tmo: Any, where: str) -> bool:
+        """Read done-moving / abort and put the trigger in one round trip; True if that trigger counts.
+
+        Only when all of them are served by one IOC (which answers a circuit's requests in order, so the reads
+        see the state just before the trigger) and while no speculative trigger has found the stage moving: a
+        stage whose setpoint put completes before the motion ends would otherwise cost an exposure per point.
+        A trigger sent while the abort PV was set is discarded (InstrumentAborted)."""
+        if not self._speculate or not self._one_server([*status, "detector.trigger"]):
+            return False
+        state, _at = self._read_then_put(status, [("detector.trigger", 1)], tmo.move, tmo.acquire,
+                                         f"moving to {where}", f"acquiring at {where}")
+        if "abort" in status and state[-1]:
+            raise self._aborted_while(f"moving to {where}")
+        if "stage.done_moving" in status and int(state[0]) != 1:
+            self._speculate = False
+            warnings.warn(
+                f"{self._names['stage.done_moving']} read 0 after the setpoint puts completed: this stage completes "
+                "its puts before the move ends, so fastflow now waits for done-moving before each trigger (the "
+                f"acquisition at {where} is repeated)", RuntimeWarning, stacklevel=2)
+            return False
+        return True
+
+    def _one_server(self, roles: list[str]) -> bool:
+        """Whether the channels of ``roles`` are all connected to the same server (so one circuit, in order)."""
+        hosts = {self._ca.libca.ca_host_name(self._pvs[r].chid) if self._pvs[r].connected else None for r in roles}
+        return len(hosts) == 1 and None not in hosts
 
     def _settled(self, has_dmov: bool, has_abort: bool, timeout: float, action: str) -> None:
         """Wait until done-moving reads 1; raise InstrumentAborted if the abort PV is set meanwhile."""
@@ -581,40 +631,78 @@ class EpicsInstrument:
         """Read ``roles`` (as float64) in one round trip, riding through disconnects until ``timeout`` s.
 
         Scalars come back as floats, waveforms as arrays of ``count`` elements (default: all)."""
-        ca = self._ca
         deadline = time.monotonic() + timeout
         while True:
-            failed: str | None = None
-            boxes: list[_Box | None] = []
+            boxes = []
             for role in roles:
                 self._await_connection(role, deadline, timeout, action)
-                chid = self._pvs[role].chid
-                native = self._pvs[role].element_count
-                n = native if count is None else max(1, min(count, native))
-                box = _Box(scalar=native == 1)
-                _PENDING.add(box)
-                status = ca.libca.ca_array_get_callback(self._dbr.DOUBLE, n, chid, _get_callback(),
-                                                        ctypes.py_object(box))
-                if status != ECA_NORMAL:
-                    _PENDING.discard(box)
-                    box = None
-                boxes.append(box)
-            ca.flush_io()
-            out = []
-            for role, box in zip(roles, boxes):
-                if box is None or not box.event.wait(max(deadline - time.monotonic(), 0.0)):
-                    failed = role
-                    break
-                _PENDING.discard(box)
-                if box.status != ECA_NORMAL or box.value is None:
-                    failed = role
-                    break
-                out.append(box.value)
+                boxes.append(self._start_get(role, count))
+            self._ca.flush_io()
+            out, failed = self._collect(roles, boxes, deadline)
             if failed is None:
                 return out
             if time.monotonic() >= deadline:
                 raise self._fail(failed, timeout, action)
             time.sleep(min(_RETRY_PAUSE, max(deadline - time.monotonic(), 0.0)))
+
+    def _read_then_put(self, roles: list[str], items: list[tuple[str, Any]], read_timeout: float,
+                       put_timeout: float, read_action: str, put_action: str) -> tuple[list[Any], float]:
+        """:meth:`_read` ``roles``, then :meth:`_put_many` ``items``, sent in one flush.
+
+        A Channel Access server handles the requests of a circuit in order, so the reads see the state before
+        the puts. Anything short of a clean answer (a disconnected channel, an error status) falls back to the
+        two calls one after the other, which ride through disconnects (a repeated put is harmless). Returns the
+        values and the ``time.monotonic()`` at which they arrived."""
+        if not all(self._pvs[r].connected for r in [*roles, *(r for r, _ in items)]):
+            values = self._read(roles, read_timeout, read_action)
+            read_at = time.monotonic()
+            self._put_many(items, put_timeout, put_action)
+            return values, read_at
+        gets = [self._start_get(role) for role in roles]
+        try:
+            puts: list[_Box] | None = [self._start_put(role, value) for role, value in items]
+        except Exception:
+            puts = None
+        self._ca.flush_io()
+        values, failed = self._collect(roles, gets, time.monotonic() + read_timeout)
+        if failed is not None:
+            values = self._read(roles, read_timeout, read_action)
+        read_at = time.monotonic()
+        deadline = time.monotonic() + put_timeout
+        if puts is None or not all(box.event.wait(max(deadline - time.monotonic(), 0.0)) and
+                                   box.status == ECA_NORMAL for box in puts):
+            self._put_many(items, put_timeout, put_action)
+        for box in puts or ():
+            if box.event.is_set():  # an unanswered one stays referenced: libca may still call back
+                _PENDING.discard(box)
+        return values, read_at
+
+    def _start_get(self, role: str, count: int | None = None) -> _Box | None:
+        """Send one DBR_DOUBLE get with a callback (not flushed); None if CA refused to send it."""
+        pv = self._pvs[role]
+        native = pv.element_count
+        n = native if count is None else max(1, min(count, native))
+        box = _Box(scalar=native == 1)
+        _PENDING.add(box)
+        status = self._ca.libca.ca_array_get_callback(self._dbr.DOUBLE, n, pv.chid, _get_callback(),
+                                                      ctypes.py_object(box))
+        if status != ECA_NORMAL:
+            _PENDING.discard(box)
+            return None
+        return box
+
+    @staticmethod
+    def _collect(roles: list[str], boxes: list[_Box | None], deadline: float) -> tuple[list[Any], str | None]:
+        """Wait for the gets of :meth:`_start_get`; returns the values and the first role that failed (or None)."""
+        out = []
+        for role, box in zip(roles, boxes):
+            if box is None or not box.event.wait(max(deadline - time.monotonic(), 0.0)):
+                return out, role
+            _PENDING.discard(box)
+            if box.status != ECA_NORMAL or box.value is None:
+                return out, role
+            out.append(box.value)
+        return out, None
 
     def _put(self, role: str, value: Any, timeout: float, action: str) -> None:
         self._put_many([(role, value)], timeout, action)

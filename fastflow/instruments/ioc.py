@@ -185,13 +185,15 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
         abort = pvproperty(name="ABORT", value=0)
 
         def __init__(self, *args: Any, sim: SimulatedInstrument, stage: _Stage, limits: Limits,
-                     dwell: float, **kwargs: Any) -> None:
+                     dwell: float, early_completion: bool = False, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.sim, self.stage, self.limits, self.dwell = sim, stage, limits, dwell
+            self.early_completion = early_completion
             self.max_points = max_points
             self.count = 0
             self.aborted = False
             self.list_task: asyncio.Task | None = None
+            self.motion: asyncio.Task | None = None
             self.published = -1
 
         # ------------------------------------------------------------------------- helpers
@@ -210,19 +212,34 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
             return self.sim.measure(self.pixel(positions)).values[:, 0]
 
         async def move_to(self, target: np.ndarray) -> np.ndarray:
+            """Head for ``target`` and return when the stage has stopped (at the target unless aborted).
+
+            One task runs the motion; every setpoint put waits for it, so the X and Y puts of a move complete
+            together (unless ``early_completion``: then the put returns once the move has started)."""
             stage = self.stage
             if not self.aborted:
                 stage.plan(target, time.monotonic())
             if stage.t_end > time.monotonic() and self.dmov.value != 0:
                 await self.dmov.write(0)
-            while (remaining := stage.t_end - time.monotonic()) > 0:  # t_end moves if a new setpoint comes
-                await _nap(remaining)
-            if self.published != stage.plan_id:
+            if self.motion is None or self.motion.done():
+                self.motion = asyncio.get_running_loop().create_task(self.run_motion())
+            if not self.early_completion:
+                await asyncio.shield(self.motion)
+            return stage.target
+
+        async def run_motion(self) -> None:
+            """Wait until the stage has stopped (``t_end`` moves on if a new setpoint comes), then publish the
+            readbacks and done-moving once per plan."""
+            stage = self.stage
+            while True:
+                while (remaining := stage.t_end - time.monotonic()) > 0:
+                    await _nap(remaining)
+                if self.published == stage.plan_id:
+                    return
                 self.published = stage.plan_id
                 await self.x_rbv.write(float(stage.target[1]))
                 await self.y_rbv.write(float(stage.target[0]))
                 await self.dmov.write(1)
-            return stage.target
 
         # ------------------------------------------------------------------------- point mode
 
@@ -340,8 +357,12 @@ def build_ioc(
     time_scale: float = 1.0,
     start: Any = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    early_completion: bool = False,
 ) -> Any:
-    """The IOC object (a caproto ``PVGroup``) for ``image`` on ``grid``; serve ``ioc.pvdb`` with caproto."""
+    """The IOC object (a caproto ``PVGroup``) for ``image`` on ``grid``; serve ``ioc.pvdb`` with caproto.
+
+    With ``early_completion`` a setpoint put completes as soon as the move starts (as with motors that do not
+    support put-callback), so only the done-moving PV tells when the stage has stopped."""
     sim = SimulatedInstrument(image, grid, noise=noise, seed=seed, dwell=dwell, speed=speed, settle=settle,
                               start=start)
     if not np.isfinite(time_scale) or time_scale < 0:
@@ -352,7 +373,8 @@ def build_ioc(
     limits = Limits(x_min=x0 - dx / 2, x_max=x1 + dx / 2, y_min=y0 - dy / 2, y_max=y1 + dy / 2)
     stage = _Stage(sim.position, sim.speed, sim.settle, float(time_scale))
     cls = _make_group_class(int(max_points), (float(stage.target[0]), float(stage.target[1])))
-    return cls(prefix=prefix, sim=sim, stage=stage, limits=limits, dwell=sim.dwell)
+    return cls(prefix=prefix, sim=sim, stage=stage, limits=limits, dwell=sim.dwell,
+               early_completion=bool(early_completion))
 
 
 def _enable_tcp_nodelay() -> None:
@@ -407,6 +429,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="multiply every simulated sleep by this (e.g. 0.01 runs 100x faster; default 1)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
                    help="length of the list-mode waveforms (default %(default)s)")
+    p.add_argument("--early-completion", action="store_true",
+                   help="complete setpoint puts when the move starts, not when it ends (motors without "
+                   "put-callback support): clients must wait for done-moving")
     p.add_argument("--mode", choices=("point", "list"), default="point",
                    help="mode written into --write-pv-map (the IOC serves both; default point)")
     p.add_argument("--write-pv-map", default=None, metavar="FILE",
@@ -431,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = _grid_from_args(args, image.shape)
         ioc = build_ioc(image, grid, prefix=args.prefix, noise=args.noise, seed=args.seed, dwell=args.dwell,
                         speed=args.speed, settle=args.settle, time_scale=args.time_scale,
-                        max_points=args.max_points)
+                        max_points=args.max_points, early_completion=args.early_completion)
         if args.write_pv_map:
             path = pv_map_for(args.prefix, grid, mode=args.mode).save(args.write_pv_map)
             print(f"wrote PV map {path}", flush=True)
@@ -650,7 +675,7 @@ def start_ioc(
         The IOC's grid.
     **opts
         ``noise``, ``seed``, ``dwell``, ``speed``, ``settle``, ``time_scale``, ``max_points``, ``mode``,
-        ``write_pv_map``: the options of :func:`main` (underscores for dashes).
+        ``write_pv_map``, ``early_completion`` (bool): the options of :func:`main` (underscores for dashes).
 
     Returns
     -------
@@ -678,8 +703,11 @@ def start_ioc(
         if value is None:
             continue
         if key not in ("noise", "seed", "dwell", "speed", "settle", "time_scale", "max_points", "mode",
-                       "write_pv_map"):
+                       "write_pv_map", "early_completion"):
             raise InputError(f"start_ioc got an unknown option {key!r}")
+        if isinstance(value, bool):
+            command += [f"--{key.replace('_', '-')}"] if value else []
+            continue
         command += [f"--{key.replace('_', '-')}", str(value)]
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     return IocHandle(command, env, full_env, grid, prefix, tmp / "ioc.log", timeout, repeater)
