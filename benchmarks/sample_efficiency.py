@@ -28,6 +28,7 @@ CASES = {
     "cell": (lambda: load_sample("cell")[0], None),
     "lattice": (lambda: phantoms.lattice((256, 256), spacing=6.0, seed=5), None),
     "noisy-particles": (lambda: phantoms.particles((256, 256), seed=5), "poisson:20"),
+    "noisy-lattice": (lambda: phantoms.lattice((256, 256), spacing=8.0, seed=5), "gaussian:0.05"),
 }
 
 

@@ -627,11 +627,13 @@ class EpicsInstrument:
         if not pv.connected and not pv.wait(max(deadline - time.monotonic(), 0.0)):
             raise self._fail(role, timeout, action, "disconnected")
 
-    def _read(self, roles: list[str], timeout: float, action: str, count: int | None = None) -> list[Any]:
-        """Read ``roles`` (as float64) in one round trip, riding through disconnects until ``timeout`` s.
+    def _read(self, roles: list[str], timeout: float, action: str, count: int | None = None,
+              deadline: float | None = None) -> list[Any]:
+        """Read ``roles`` (as float64) in one round trip, riding through disconnects until ``deadline`` (default:
+        ``timeout`` s from now).
 
         Scalars come back as floats, waveforms as arrays of ``count`` elements (default: all)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if deadline is None else deadline
         while True:
             boxes = []
             for role in roles:
@@ -651,10 +653,11 @@ class EpicsInstrument:
 
         A Channel Access server handles the requests of a circuit in order, so the reads see the state before
         the puts. Anything short of a clean answer (a disconnected channel, an error status) falls back to the
-        two calls one after the other, which ride through disconnects (a repeated put is harmless). Returns the
-        values and the ``time.monotonic()`` at which they arrived."""
+        two calls one after the other, which ride through disconnects (a repeated put is harmless), within the
+        same deadlines. Returns the values and the ``time.monotonic()`` at which they arrived."""
+        read_deadline = time.monotonic() + read_timeout
         if not all(self._pvs[r].connected for r in [*roles, *(r for r, _ in items)]):
-            values = self._read(roles, read_timeout, read_action)
+            values = self._read(roles, read_timeout, read_action, deadline=read_deadline)
             read_at = time.monotonic()
             self._put_many(items, put_timeout, put_action)
             return values, read_at
@@ -664,14 +667,14 @@ class EpicsInstrument:
         except Exception:
             puts = None
         self._ca.flush_io()
-        values, failed = self._collect(roles, gets, time.monotonic() + read_timeout)
+        values, failed = self._collect(roles, gets, read_deadline)
         if failed is not None:
-            values = self._read(roles, read_timeout, read_action)
+            values = self._read(roles, read_timeout, read_action, deadline=read_deadline)
         read_at = time.monotonic()
-        deadline = time.monotonic() + put_timeout
+        deadline = read_at + put_timeout
         if puts is None or not all(box.event.wait(max(deadline - time.monotonic(), 0.0)) and
                                    box.status == ECA_NORMAL for box in puts):
-            self._put_many(items, put_timeout, put_action)
+            self._put_many(items, put_timeout, put_action, deadline=deadline)
         for box in puts or ():
             if box.event.is_set():  # an unanswered one stays referenced: libca may still call back
                 _PENDING.discard(box)
@@ -707,12 +710,14 @@ class EpicsInstrument:
     def _put(self, role: str, value: Any, timeout: float, action: str) -> None:
         self._put_many([(role, value)], timeout, action)
 
-    def _put_many(self, items: list[tuple[str, Any]], timeout: float, action: str) -> None:
+    def _put_many(self, items: list[tuple[str, Any]], timeout: float, action: str,
+                  deadline: float | None = None) -> None:
         """Put each value with completion, all at once, and wait for every completion (riding through
-        disconnects: a put answered by a disconnect is repeated once the PV is back)."""
+        disconnects: a put answered by a disconnect is repeated once the PV is back) until ``deadline``
+        (default: ``timeout`` s from now)."""
         if self._dry_run:
             raise InstrumentError(f"dry run: refusing to write {', '.join(self._names[r] for r, _ in items)}")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if deadline is None else deadline
         pending = list(items)
         while pending:
             boxes = []
