@@ -6,6 +6,7 @@ drawn for exactly the same number of distinct pixels. Prints one table; ``--json
 
     python benchmarks/sample_efficiency.py                 # the full table (several minutes)
     python benchmarks/sample_efficiency.py --recon idw     # quick, IDW scoring
+    python benchmarks/sample_efficiency.py --cases noisy-lattice@7,noisy-lattice@9   # other lattice spacings
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ CASES = {
 }
 
 
+def make_case(name: str):
+    """A case of CASES, or ``lattice@S`` / ``noisy-lattice@S``: those lattices with spacing ``S`` pixels."""
+    base, _, spacing = name.partition("@")
+    if spacing and base in ("lattice", "noisy-lattice"):
+        noise = CASES[base][1]
+        return (lambda: phantoms.lattice((256, 256), spacing=float(spacing), seed=5)), noise
+    if name not in CASES:
+        raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}, lattice@S, noisy-lattice@S")
+    return CASES[name]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
@@ -48,7 +60,7 @@ def main() -> None:
     print(f"recon={args.recon} batch={args.batch_size} seed={args.seed}")
     print(f"{'image':<16} {'sampler':<8} {'cover':>6} {'NRMSE':>8} {'SSIM':>7} {'time s':>7}")
     for case in args.cases.split(","):
-        make_image, noise = CASES[case]
+        make_image, noise = make_case(case)
         image = make_image()
         grid = ScanGrid(image.shape)
         for name in args.samplers.split(","):
