@@ -189,6 +189,30 @@ def test_ioc_killed_mid_batch_then_restarted(live, mode):
     assert time.monotonic() - t1 < 10
 
 
+def test_pvs_on_several_servers_get_the_plain_sequence(live, monkeypatch):
+    """Reads are only sent along with puts when one server answers them all, in order; otherwise each point is
+    move, done-moving/abort, trigger, read, one after the other (here: the server check made to say no)."""
+    from fastflow.instruments.epics import EpicsInstrument
+
+    combined = []
+    original = EpicsInstrument._read_then_put
+    monkeypatch.setattr(EpicsInstrument, "_read_then_put",
+                        lambda self, *a, **k: combined.append(a) or original(self, *a, **k))
+    inst = _instrument(live, extra_channels=True)
+    idx = _points(12, seed=11)
+    assert inst._one_server(["stage.x_setpoint", "detector.trigger", "abort"])  # the simulated beamline: one IOC
+    first = inst.measure(idx)
+    assert len(combined) == 2 * len(idx) - 1    # pipelined: every move but the first, and every trigger
+    combined.clear()
+    monkeypatch.setattr(EpicsInstrument, "_one_server", lambda self, roles: False)
+    m = inst.measure(idx)
+    assert combined == []
+    for got in (first, m):
+        np.testing.assert_array_equal(got.values[:, 0], IMAGE[idx[:, 0], idx[:, 1]])
+        np.testing.assert_array_equal(got.positions, live.grid.to_position(idx))
+        assert np.diff(got.values[:, 1]).tolist() == [1] * (len(idx) - 1)   # one acquisition per point
+
+
 def test_a_stage_whose_puts_complete_early_is_waited_for(ioc):
     """Motors without put-callback support complete a setpoint put when the move starts: only done-moving says
     when the stage has stopped. The first trigger sent with the done-moving read (one round trip) finds the

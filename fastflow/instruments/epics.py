@@ -427,6 +427,8 @@ class EpicsInstrument:
         # the abort PV is read with done-moving, before each trigger (a batch's last point is not re-checked)
         has_abort, has_dmov = "abort" in self._pvs, "stage.done_moving" in self._pvs
         status = [*(["stage.done_moving"] if has_dmov else []), *(["abort"] if has_abort else [])]
+        # one server answers a circuit's requests in order: then a read sent with a put sees the state before it
+        in_order = self._one_server([*reads, "stage.x_setpoint", "stage.y_setpoint", *status, "detector.trigger"])
         n_ch = len(self.channels)
         tolerance = 0.5 * np.asarray(self._grid.pixel_size)
         acquired: tuple[int, str, float, float] | None = None  # triggered, not read yet
@@ -450,15 +452,17 @@ class EpicsInstrument:
             if abs(y - here[0]) > abs(x - here[1]):
                 move.reverse()  # the axis with the longer travel starts first
             here = (y, x)
-            if acquired is None:
-                self._put_many(move, tmo.move, f"moving to {where}")
-            else:  # read the previous point and send this move in one round trip (the IOC answers in order)
+            if acquired is not None and in_order:  # read the previous point and send this move in one round trip
                 keep(*self._read_then_put(reads, move, tmo.acquire, tmo.move, f"reading {acquired[1]}",
                                           f"moving to {where}"))
-                acquired = None
+            else:
+                if acquired is not None:
+                    keep(self._read(reads, tmo.acquire, f"reading {acquired[1]}"), time.monotonic())
+                self._put_many(move, tmo.move, f"moving to {where}")
+            acquired = None
             if not (has_dmov or has_abort):
                 self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
-            elif not self._trigger_with_status(status, tmo, where):
+            elif not (in_order and self._trigger_with_status(status, tmo, where)):
                 self._settled(has_dmov, has_abort, tmo.move, f"moving to {where}")
                 self._put("detector.trigger", 1, tmo.acquire, f"acquiring at {where}")
             acquired = (i, where, float(y), float(x))
@@ -468,11 +472,11 @@ class EpicsInstrument:
     def _trigger_with_status(self, status: list[str], tmo: Any, where: str) -> bool:
         """Read done-moving / abort and put the trigger in one round trip; True if that trigger counts.
 
-        Only when all of them are served by one IOC (which answers a circuit's requests in order, so the reads
-        see the state just before the trigger) and while no speculative trigger has found the stage moving: a
-        stage whose setpoint put completes before the motion ends would otherwise cost an exposure per point.
-        A trigger sent while the abort PV was set is discarded (InstrumentAborted)."""
-        if not self._speculate or not self._one_server([*status, "detector.trigger"]):
+        For PVs served by one IOC (which answers a circuit's requests in order, so the reads see the state just
+        before the trigger), and only while no such trigger has found the stage moving: a stage whose setpoint
+        put completes before the motion ends would otherwise cost an exposure per point. A trigger sent while
+        the abort PV was set is discarded (InstrumentAborted)."""
+        if not self._speculate:
             return False
         state, _at = self._read_then_put(status, [("detector.trigger", 1)], tmo.move, tmo.acquire,
                                          f"moving to {where}", f"acquiring at {where}")
