@@ -1,7 +1,7 @@
 """Time per FAST batch step (features + ERD update + selection + route) and peak memory.
 
-Each configuration runs in a fresh process: the sampler starts from a Halton scan at the given coverage
-(its initial scan), then ``--steps`` adaptive batches are timed. A step is ``ask`` (selection), the route of
+Each configuration runs in a fresh process: the sampler starts from its initial scan, made as large as the
+given coverage, then ``--steps`` adaptive batches are timed. A step is ``ask`` (selection), the route of
 the batch (:func:`fastflow.route.order_route`) and ``tell`` (local feature update and ERD prediction).
 Peak memory is the process's maximum resident set size.
 

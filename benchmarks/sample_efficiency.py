@@ -2,7 +2,9 @@
 
 Scoring follows the FAST paper: the measured pixels are inpainted biharmonically and compared with the
 ground truth (NRMSE with euclidean normalisation, SSIM with the truth's data range). Static patterns are
-drawn for exactly the same number of distinct pixels. Prints one table; ``--json FILE`` also saves it.
+drawn for exactly the same number of distinct pixels. FAST runs one scan per coverage, stopped there (as
+``fastflow scan --stop-coverage C`` does); ``--progressive`` scores one scan to the largest coverage on its way
+instead. Prints one table; ``--json FILE`` also saves it.
 
     python benchmarks/sample_efficiency.py                 # the full table (several minutes)
     python benchmarks/sample_efficiency.py --recon idw     # quick, IDW scoring
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="ERD model file for fast (default: the shipped one)")
+    parser.add_argument("--progressive", action="store_true",
+                        help="one FAST scan to the largest coverage, scored at each coverage on the way")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     coverages = [float(c) for c in args.coverages.split(",")]
@@ -66,8 +70,9 @@ def main() -> None:
         for name in args.samplers.split(","):
             options = {"model": args.model} if name == "fast" and args.model else {}
             t0 = time.perf_counter()
-            # an adaptive scan passes through every coverage; a static pattern is drawn for each coverage
-            runs = [coverages] if name == "fast" else [[c] for c in coverages]
+            # one scan per coverage, whose stop rule is that coverage (FAST plans its fill for it), unless
+            # --progressive: FAST scans once to the largest coverage and is scored on the way
+            runs = [coverages] if name == "fast" and args.progressive else [[c] for c in coverages]
             for covs in runs:
                 sampler = make_sampler(name, grid, coverage=max(covs), seed=args.seed, **options)
                 for r in simulate(sampler, image, covs, batch_size=args.batch_size, recon=args.recon,

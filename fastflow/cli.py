@@ -50,12 +50,13 @@ def scan(
     route: Annotated[Optional[bool], typer.Option("--route/--no-route", help="Visit each batch along a short route (default: for samplers whose batches are sets).")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Choose the next batch while the instrument measures this one.")] = False,
     model: Annotated[Optional[Path], typer.Option(help="FAST: ERD model file (default: the model shipped with fastflow).")] = None,
-    initial_coverage: Annotated[Optional[float], typer.Option(help="FAST: coverage of the initial Halton scan [default: the sampler's].")] = None,
+    initial_coverage: Annotated[Optional[float], typer.Option(help="FAST: coverage of the initial scan [default: the sampler's].")] = None,
+    initial: Annotated[Optional[str], typer.Option(help="FAST: initial scan: 'interlaced' (the coarse levels of the fill's lattice) or 'halton' (as in the paper) [default: interlaced].")] = None,
     diversity: Annotated[Optional[float], typer.Option(help="FAST: spread of each batch (0 = plain top-ERD) [default: the sampler's].")] = None,
     proximity: Annotated[Optional[float], typer.Option(help="FAST: discount of pixels close to measurements, in mean spacings (0 = off) [default: the sampler's].")] = None,
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
-    fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from farthest-point fill picks, or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
+    fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from fill picks (the interlaced lattice of the stop coverage, then farthest-point), or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
     tiled_uri: Annotated[Optional[str], typer.Option(help="Tiled server to publish to (default: $FASTFLOW_TILED_URI, else the local catalog).")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key of that Tiled server (default: $FASTFLOW_TILED_API_KEY).")] = None,
@@ -78,7 +79,7 @@ def scan(
         params["resume"] = str(run_dir)
     else:
         options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
-                   "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop,
+                   "initial": initial, "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop,
                    "fill": _fill(fill)}
         options = {k: v for k, v in options.items() if v is not None}
         if sample is None and instrument == "simulated":

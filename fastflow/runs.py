@@ -47,7 +47,7 @@ FIGURE_NAME = "scan.png"
 INSTRUMENTS = ("simulated", "epics")
 
 #: Options of the FAST sampler that a configuration may carry.
-FAST_OPTIONS = ("model", "initial_coverage", "diversity", "proximity", "explore", "erd_stop", "fill", "fill_floor",
+FAST_OPTIONS = ("model", "initial_coverage", "initial", "diversity", "proximity", "explore", "erd_stop", "fill", "fill_floor",
                 "fill_gain")
 
 
@@ -111,7 +111,7 @@ class ScanConfig:
     overlap : bool
         Choose batch k+1 while batch k is measured (see :func:`fastflow.scan.run_scan`).
     sampler_options : dict
-        Options of the sampler; for ``fast``: model, initial_coverage, diversity, proximity, explore, erd_stop,
+        Options of the sampler; for ``fast``: model, initial_coverage, initial, diversity, proximity, explore, erd_stop,
         fill, fill_floor, fill_gain.
     instrument : {"simulated", "epics"}
         Where the values come from.

@@ -147,6 +147,7 @@ def test_fast_scan_with_shipped_model(tmp_path):
     assert report["sampler"] == "fast" and report["stop_reason"] == "coverage reached"
     ds = xr.open_zarr(report["store"], consolidated=False)
     assert ds.attrs["sampler"]["name"] == "fast" and len(ds.attrs["sampler"]["model_hash"]) == 64
+    assert ds.attrs["sampler"]["target_coverage"] == 0.15 and ds.attrs["sampler"]["initial"] == "interlaced"
     assert report["path_length"] > 0
 
 
@@ -171,6 +172,7 @@ def test_bad_model_and_training_inputs(tmp_path):
     fake.write_bytes(b"\x00" * 100)
     assert_user_error(fastflow("scan", "--sampler", "fast", "--model", str(fake)), "model.npz")
     assert_user_error(fastflow("scan", "--sampler", "halton", "--model", str(fake)), "--model")
+    assert_user_error(fastflow("scan", "--sampler", "fast", "--initial", "sobol"), "initial", "halton")
     assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--c", "2,-1"), "--c")
     assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--images", "camera",
                                "--validation-images", "camera"), "camera")

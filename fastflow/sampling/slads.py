@@ -1,7 +1,8 @@
 """The FAST / SLADS-Net adaptive sampler: measure where the expected reduction in distortion (ERD) is largest.
 
 Loop (Kandel et al., Nat. Commun. 14, 5501, 2023; Zhang et al., EI 2018; Godaliyadda et al., IEEE TCI 2018):
-a low-discrepancy initial scan (1 % by default); then, for every unmeasured pixel, the six SLADS features of
+an initial scan spread evenly over the field (1 % by default: the coarse levels of the interlaced lattice, or
+a Halton low-discrepancy pattern as in the paper); then, for every unmeasured pixel, the six SLADS features of
 the IDW reconstruction (:mod:`fastflow.erd.features`) go through the ERD model (:mod:`fastflow.erd.model`),
 and each batch takes the pixels with the highest ERD. After a batch only the pixels whose neighbourhood
 changed are recomputed.
@@ -14,15 +15,20 @@ the low-discrepancy pattern, so sparse regions keep being visited.
 
 Trusting the ERD, measured. On dense or noisy textures (an atomic lattice, shot noise) every region is
 equally unpredictable, the ERD mostly ranks noise, and a regular pattern beats it. So each batch is split:
-a share of *fill* picks (greedy farthest-point: the pixels farthest from every measurement, planned around
-the measured and the batch's other points, which tends to a regular grid) and the rest by ERD. After each
+a share of *fill* picks and the rest by ERD. Fill picks follow the interlaced lattice of the scan's target
+coverage (:mod:`fastflow.sampling.interlaced`: nested lattices, coarse to fine, that make a raster at the
+target and at each quarter of it), skipping lattice pixels that a measurement already covers (closer than
+half the lattice spacing); past the target, or with the lattice used up, they are greedy farthest-point
+picks (the pixels farthest from every measurement, planned around the batch's other points). After each
 batch the sampler compares how wrong the reconstruction was, before measuring, at the two kinds of pick
 (``|measured - IDW estimate|``, a discounted mean over recent batches). Their ratio ``r`` (ERD over fill)
 sets the fill share of the next batches: ``1 - (r - 1) / (fill_gain - 1)``, clipped to
 ``[fill_floor, 1 - fill_floor]``. On sparse samples ERD picks find errors many times larger than fill picks
 (flakes, coins: ``r`` ~ 10) and the scan stays greedy; where they find no larger errors (``r <= 1``: a
 lattice) it turns almost into a regular fill. The floor keeps both kinds of pick measured, so the
-comparison stays current as the scan proceeds.
+comparison stays current as the scan proceeds. In between, the less the ERD is trusted, the more its picks
+are pulled onto the finest lattice (:meth:`FastSampler._snap`): on a lattice the ERD then only orders the
+lattice pixels, and the scan ends as the raster of its target coverage.
 
 Values are put on the declared 0-100 scale by robust percentiles of the initial scan, frozen; if later values
 leave that range by more than half of it, the scale is refitted on all values so far and everything is
@@ -42,6 +48,7 @@ from fastflow.erd.features import FeatureField, normalise, value_range
 from fastflow.erd.model import ERDModel
 from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
+from fastflow.sampling.interlaced import interlaced_levels, interlaced_pattern, lattice_axes
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.sampling.static import halton_pattern
 
@@ -60,6 +67,10 @@ _TIE_BONUS = 1e-6
 """ERD bonus per pixel of distance to the nearest measurement: decides between equal ERDs only."""
 _PAYOFF_DECAY = 0.8
 """Weight kept by the running prediction-error sums per batch (they remember about five batches)."""
+_COVER = 0.5
+"""A lattice pixel is covered (the fill skips it) when a measurement lies closer than this fraction of the
+spacing of its level."""
+INITIAL_PATTERNS = ("interlaced", "halton")
 
 
 def default_model_path() -> Path:
@@ -84,9 +95,14 @@ class FastSampler(BaseSampler):
     model : ERDModel, path or None
         The ERD model; ``None`` uses the model shipped with fastflow.
     seed : int
-        Seed of the initial low-discrepancy pattern (and the exploration stream).
+        Seed of the Halton patterns (the initial scan with ``initial="halton"``, the exploration stream).
     initial_coverage : float
-        Fraction of pixels of the initial Halton scan (FAST: 1 %).
+        Fraction of pixels of the initial scan (FAST: 1 %).
+    initial : {"interlaced", "halton"}
+        Initial scan: the coarse levels of the interlaced lattice (regular, and continued by the fill) or a
+        Halton low-discrepancy pattern (the paper's choice).
+    target_coverage : float
+        Coverage the scan is meant to reach (its stop rule): the fill's interlaced lattice is a raster there.
     diversity : float
         Width factor of the ERD discount around points already chosen for a batch (0 = plain top-ERD).
     proximity : float
@@ -127,6 +143,8 @@ class FastSampler(BaseSampler):
         fill: float | str = "auto",
         fill_floor: float = 0.05,
         fill_gain: float = 2.0,
+        initial: str = "interlaced",
+        target_coverage: float = 1.0,
     ) -> None:
         super().__init__(grid)
         self.model = load_model(model)
@@ -135,6 +153,9 @@ class FastSampler(BaseSampler):
         for name, value in (("diversity", diversity), ("proximity", proximity)):
             if not (value >= 0 and math.isfinite(value)):
                 raise InputError(f"{name} must be a number >= 0; got {value!r}")
+        if initial not in INITIAL_PATTERNS:
+            raise InputError(f"initial must be one of {', '.join(INITIAL_PATTERNS)}; got {initial!r}")
+        self.initial, self.target_coverage = initial, check_coverage(target_coverage, "target coverage")
         if not 0 <= explore < 1:
             raise InputError(f"explore must be in [0, 1); got {explore!r}")
         if not (fill == "auto" or (isinstance(fill, (int, float)) and not isinstance(fill, bool) and 0 <= fill <= 1)):
@@ -158,10 +179,20 @@ class FastSampler(BaseSampler):
         card = self.model.card
         self.field = FeatureField(grid.shape, k=int(card.get("k", 10)),
                                   density_radius=float(card.get("density_radius", 8.0)))
-        n_init = max(self.field.k + 1, round(self.initial_coverage * grid.size))
-        self._initial = grid.ravel(halton_pattern(grid.shape, min(n_init, grid.size), seed=self.seed))
-        self._explore_stream = self._initial
-        self._explore_cursor = len(self._initial)
+        n_init = min(grid.size, max(self.field.k + 1, round(self.initial_coverage * grid.size)))
+        n_lattice = max(n_init, round(self.target_coverage * grid.size))
+        self._levels = interlaced_levels(grid.shape, n_lattice)   # the fill's lattice, one level at a time
+        self._axes = lattice_axes(grid.shape, n_lattice)           # its finest level
+        self._level: tuple[np.ndarray, float] = (np.empty(0, dtype=np.int64), 0.0)
+        self._level_pos = 0
+        halton = grid.ravel(halton_pattern(grid.shape, n_init, seed=self.seed))
+        if initial == "halton":
+            self._initial = halton
+            self._explore_stream, self._explore_cursor = halton, n_init   # exploring continues the pattern
+        else:   # the lattice's coarse levels; Halton pixels make up any shortfall of a rounded lattice
+            lattice = grid.ravel(interlaced_pattern(grid.shape, n_lattice, n_init))
+            self._initial = np.concatenate([lattice, halton[~np.isin(halton, lattice)][:n_init - len(lattice)]])
+            self._explore_stream, self._explore_cursor = np.empty(0, dtype=np.int64), 0
         self.erd = np.zeros(grid.size, dtype=np.float32)
         ny, nx = grid.shape
         self._padded = (-(-ny // _TILE) * _TILE, -(-nx // _TILE) * _TILE)
@@ -188,7 +219,9 @@ class FastSampler(BaseSampler):
         return {
             "name": self.name,
             "seed": self.seed,
+            "initial": self.initial,
             "initial_coverage": self.initial_coverage,
+            "target_coverage": self.target_coverage,
             "diversity": self.diversity,
             "proximity": self.proximity,
             "explore": self.explore,
@@ -223,8 +256,12 @@ class FastSampler(BaseSampler):
         n_fill = min(n - n_explore, int(want))
         self._fill_carry = want - n_fill
         chosen = self._select(n - n_explore - n_fill)
+        chosen = self._snap(chosen)
         self._set_dist(self._pad(chosen), -np.inf)
-        filled = self._fill(n_fill, exclude=chosen)
+        filled = self._lattice_fill(n_fill, exclude=chosen)
+        if len(filled) < n_fill:                            # the lattice is used up: farthest-point picks
+            self._set_dist(self._pad(filled), -np.inf)
+            filled = np.concatenate([filled, self._fill(n_fill - len(filled), np.concatenate([chosen, filled]))])
         if len(chosen) + len(filled) < n - n_explore:    # one kind ran short (the very end of a scan)
             self._score[self._pad(np.concatenate([chosen, filled]))] = -np.inf
             chosen = np.concatenate([chosen, self._select(n - n_explore - len(chosen) - len(filled))])
@@ -335,6 +372,61 @@ class FastSampler(BaseSampler):
         y, x = np.divmod(flat, self.grid.shape[1])
         return y * self._padded[1] + x
 
+    def _snap(self, chosen: np.ndarray) -> np.ndarray:
+        """ERD picks moved onto the nearest free pixel of the lattice's finest level, within a radius that
+        grows with the fill share: none while the ERD is trusted (share at its floor), up to half a cell's
+        diagonal (every pick) when it is not (share at its ceiling)."""
+        if not len(chosen) or self.fill != "auto":
+            return chosen
+        trust = (self.fill_share - self.fill_floor) / (1.0 - 2.0 * self.fill_floor)
+        rows, cols = self._axes
+        ny, nx = self.grid.shape
+        radius = float(np.clip(trust, 0.0, 1.0)) * 0.5 * math.hypot(ny / len(rows), nx / len(cols))
+        if radius <= 0:
+            return chosen
+        y, x = np.divmod(chosen, nx)
+
+        def nearest(axis: np.ndarray, v: np.ndarray) -> np.ndarray:
+            i = np.clip(np.searchsorted(axis, v), 1, max(len(axis) - 1, 1))
+            lo, hi = axis[i - 1], axis[np.minimum(i, len(axis) - 1)]
+            return np.where(np.abs(v - lo) <= np.abs(hi - v), lo, hi)
+
+        sy, sx = nearest(rows, y), nearest(cols, x)
+        site = sy * nx + sx
+        move = (np.hypot(sy - y, sx - x) <= radius + 1e-9) & ~self.is_taken(site) & ~np.isin(site, chosen)
+        out = chosen.copy()
+        idx = np.flatnonzero(move)
+        _, first = np.unique(site[idx], return_index=True)       # two picks, one site: the first moves
+        out[idx[first]] = site[idx[first]]
+        return out
+
+    def _lattice_fill(self, n: int, exclude: np.ndarray) -> np.ndarray:
+        """Up to ``n`` next pixels of the interlaced lattice that no measurement and no pixel of ``exclude``
+        covers (closer than ``_COVER`` times the spacing of the pixel's level); covered ones are passed over
+        for good (measurements only grow)."""
+        nx = self.grid.shape[1]
+        ex = np.stack(np.divmod(exclude, nx), axis=1).astype(np.float64) if len(exclude) else None
+        out: list[np.ndarray] = []
+        need = n
+        while need > 0:
+            pixels, spacing = self._level
+            if self._level_pos >= len(pixels):
+                if (level := next(self._levels, None)) is None:
+                    break
+                self._level, self._level_pos = level, 0
+                continue
+            block = pixels[self._level_pos:self._level_pos + max(4 * need, 64)]
+            d = self.field.features[block, 2].astype(np.float64)
+            if ex is not None:
+                pos = np.stack(np.divmod(block, nx), axis=1).astype(np.float64)
+                d = np.minimum(d, np.sqrt(((pos[:, None, :] - ex[None]) ** 2).sum(axis=2).min(axis=1)))
+            free = np.flatnonzero((d >= _COVER * spacing) & ~self.is_taken(block))
+            take = free[:need]
+            self._level_pos += int(take[-1]) + 1 if len(take) == need else len(block)
+            out.append(block[take])
+            need -= len(take)
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
     def _fill(self, n: int, exclude: np.ndarray) -> np.ndarray:
         """Up to ``n`` pixels far from the measurements and from ``exclude``, by greedy farthest-point.
 
@@ -435,7 +527,7 @@ class FastSampler(BaseSampler):
             if self._explore_cursor >= len(self._explore_stream):
                 if len(self._explore_stream) >= self.grid.size:
                     break
-                size = min(self.grid.size, 2 * len(self._explore_stream))
+                size = min(self.grid.size, max(2 * len(self._explore_stream), 256))
                 self._explore_stream = self.grid.ravel(halton_pattern(self.grid.shape, size, seed=self.seed))
             block = self._explore_stream[self._explore_cursor:self._explore_cursor + 4 * need + 16]
             self._explore_cursor += len(block)
@@ -446,6 +538,7 @@ class FastSampler(BaseSampler):
 
 
 def make_fast_sampler(grid: ScanGrid, *, coverage: float = 1.0, seed: int | None = 0, **options: Any) -> FastSampler:
-    """Registry factory: ``coverage`` is the scan loop's business (the stop rule); the rest goes to FastSampler."""
+    """Registry factory: ``coverage`` (the scan loop's stop rule) becomes the fill's target coverage."""
     check_coverage(coverage)
+    options.setdefault("target_coverage", coverage)
     return FastSampler(grid, seed=0 if seed is None else int(seed), **options)
