@@ -234,6 +234,37 @@ def test_a_stage_whose_puts_complete_early_is_waited_for(ioc):
         ioc.restart()
 
 
+def test_a_move_during_the_dwell_is_measured_where_the_stage_ends(ioc):
+    """The IOC reads the sample at the start of the dwell when the stage is at rest (hiding the work in the
+    dwell), but a setpoint that arrives during the dwell moves the stage: the value is then read again at
+    the end of the dwell, where the stage is."""
+    import epics
+
+    ioc.kill()
+    slow = start_ioc(IMAGE, PREFIX, env=ioc.env, repeater=False, time_scale=1.0, dwell=0.5, speed=1e4, settle=0.0)
+    try:
+        pvs = {name: epics.PV(PREFIX + name, auto_monitor=False) for name in ("X:SP", "Y:SP", "DET:TRIG", "DET:VAL")}
+        assert all(pv.wait_for_connection(5.0) for pv in pvs.values())
+        (ya, xa), (yb, xb) = slow.grid.to_position(np.array([[3, 4], [20, 27]]))
+        pvs["Y:SP"].put(ya, wait=True)
+        pvs["X:SP"].put(xa, wait=True)
+        pvs["DET:TRIG"].put(1, wait=True)
+        assert pvs["DET:VAL"].get(use_monitor=False) == pytest.approx(IMAGE[3, 4])   # at rest: as before
+        done = []
+        pvs["DET:TRIG"].put(1, use_complete=True, callback=lambda **kw: done.append(True))
+        time.sleep(0.1)                                                                # inside the dwell
+        pvs["Y:SP"].put(yb, wait=True)
+        pvs["X:SP"].put(xb, wait=True)
+        deadline = time.monotonic() + 5.0
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done
+        assert pvs["DET:VAL"].get(use_monitor=False) == pytest.approx(IMAGE[20, 27])
+    finally:
+        slow.stop()
+        ioc.restart()
+
+
 def test_a_short_freeze_is_ridden_through(live):
     inst = _instrument(live)
     idx = _points(150, seed=4)

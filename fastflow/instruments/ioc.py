@@ -257,12 +257,16 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
 
         @trig.putter
         async def trig(self, instance: Any, value: int) -> int:
-            if self.dwell > 0 and self.stage.scale > 0:
-                t_end = time.monotonic() + self.dwell * self.stage.scale
-                while (remaining := t_end - time.monotonic()) > 0:
-                    await _nap(remaining)
-            here = self.stage.at(time.monotonic())
-            value_now = float(self.detect(here[None, :])[0])
+            stage = self.stage
+            now = time.monotonic()
+            t_end = now + self.dwell * stage.scale
+            # a stage at rest stays put through the dwell: read the sample now, inside the dwell
+            plan = stage.plan_id
+            value_now = float(self.detect(stage.at(now)[None, :])[0]) if stage.t_end <= now else None
+            while (remaining := t_end - time.monotonic()) > 0:
+                await _nap(remaining)
+            if value_now is None or stage.plan_id != plan:   # it was moving, or moved meanwhile
+                value_now = float(self.detect(stage.at(time.monotonic())[None, :])[0])
             self.count += 1
             await self.det_val.write(value_now)
             await self.det_count.write(self.count)
