@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from fastflow.erd.features import FeatureField, normalise, value_range
 from fastflow.erd.model import ERDModel
@@ -185,13 +186,15 @@ class FastSampler(BaseSampler):
         self._axes = lattice_axes(grid.shape, n_lattice)           # its finest level
         self._level: tuple[np.ndarray, float] = (np.empty(0, dtype=np.int64), 0.0)
         self._level_pos = 0
-        halton = grid.ravel(halton_pattern(grid.shape, n_init, seed=self.seed))
         if initial == "halton":
-            self._initial = halton
-            self._explore_stream, self._explore_cursor = halton, n_init   # exploring continues the pattern
+            self._initial = grid.ravel(halton_pattern(grid.shape, n_init, seed=self.seed))
+            self._explore_stream, self._explore_cursor = self._initial, n_init   # exploring continues it
         else:   # the lattice's coarse levels; Halton pixels make up any shortfall of a rounded lattice
-            lattice = grid.ravel(interlaced_pattern(grid.shape, n_lattice, n_init))
-            self._initial = np.concatenate([lattice, halton[~np.isin(halton, lattice)][:n_init - len(lattice)]])
+            self._initial = grid.ravel(interlaced_pattern(grid.shape, n_lattice, n_init))
+            if len(self._initial) < n_init:
+                halton = grid.ravel(halton_pattern(grid.shape, n_init, seed=self.seed))
+                extra = halton[~np.isin(halton, self._initial)][:n_init - len(self._initial)]
+                self._initial = np.concatenate([self._initial, extra])
             self._explore_stream, self._explore_cursor = np.empty(0, dtype=np.int64), 0
         self.erd = np.zeros(grid.size, dtype=np.float32)
         ny, nx = grid.shape
@@ -356,7 +359,7 @@ class FastSampler(BaseSampler):
         cand, s = cand[order], cand_score[order]
         if self.diversity == 0:
             return cand[:n]
-        pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
+        pos = self._xy(cand)
         width = self.diversity * np.maximum(self.field.features[cand, 2].astype(np.float64), 1.0)
         picks = np.empty(n, dtype=np.int64)
         for j in range(n):
@@ -366,6 +369,10 @@ class FastSampler(BaseSampler):
             s *= -np.expm1(-d2 / (2.0 * width[i] ** 2))
             s[i] = -np.inf
         return cand[picks]
+
+    def _xy(self, flat: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` float positions ``(y, x)``, in pixels, of grid pixel numbers ``flat``."""
+        return np.stack(np.divmod(flat, self.grid.shape[1]), axis=1).astype(np.float64)
 
     def _pad(self, flat: np.ndarray) -> np.ndarray:
         """Pixel numbers of the grid -> positions in the tile-padded score array."""
@@ -404,8 +411,7 @@ class FastSampler(BaseSampler):
         """Up to ``n`` next pixels of the interlaced lattice that no measurement and no pixel of ``exclude``
         covers (closer than ``_COVER`` times the spacing of the pixel's level); covered ones are passed over
         for good (measurements only grow)."""
-        nx = self.grid.shape[1]
-        ex = np.stack(np.divmod(exclude, nx), axis=1).astype(np.float64) if len(exclude) else None
+        ex = self._xy(exclude)
         out: list[np.ndarray] = []
         need = n
         while need > 0:
@@ -417,9 +423,8 @@ class FastSampler(BaseSampler):
                 continue
             block = pixels[self._level_pos:self._level_pos + max(4 * need, 64)]
             d = self.field.features[block, 2].astype(np.float64)
-            if ex is not None:
-                pos = np.stack(np.divmod(block, nx), axis=1).astype(np.float64)
-                d = np.minimum(d, np.sqrt(((pos[:, None, :] - ex[None]) ** 2).sum(axis=2).min(axis=1)))
+            if len(ex):
+                d = np.minimum(d, np.sqrt(cdist(self._xy(block), ex, "sqeuclidean").min(axis=1)))
             free = np.flatnonzero((d >= _COVER * spacing) & ~self.is_taken(block))
             take = free[:need]
             self._level_pos += int(take[-1]) + 1 if len(take) == need else len(block)
@@ -443,10 +448,9 @@ class FastSampler(BaseSampler):
         d = self._dist[self._pad(cand)].astype(np.float64)
         order = np.lexsort((cand, -d))                           # deterministic order: distance, then pixel
         cand, d2 = cand[order], d[order] ** 2
-        pos = np.stack(np.divmod(cand, self.grid.shape[1]), axis=1).astype(np.float64)
+        pos = self._xy(cand)
         if len(exclude):
-            ex = np.stack(np.divmod(exclude, self.grid.shape[1]), axis=1).astype(np.float64)
-            np.minimum(d2, ((pos[:, None, :] - ex[None, :, :]) ** 2).sum(axis=2).min(axis=1), out=d2)
+            np.minimum(d2, cdist(pos, self._xy(exclude), "sqeuclidean").min(axis=1), out=d2)
         picks = np.empty(n, dtype=np.int64)
         for j in range(n):
             i = int(np.argmax(d2))
