@@ -9,6 +9,8 @@ instead. Prints one table; ``--json FILE`` also saves it.
     python benchmarks/sample_efficiency.py                 # the full table (several minutes)
     python benchmarks/sample_efficiency.py --recon idw     # quick, IDW scoring
     python benchmarks/sample_efficiency.py --cases noisy-lattice@7,noisy-lattice@9   # other lattice spacings
+    python benchmarks/sample_efficiency.py --cases lattice:1,noisy-particles:2       # other phantom seeds
+    python benchmarks/sample_efficiency.py --cases noisy-particles --seed 0,1,2,3,4   # mean over noise draws
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 
 from fastflow import phantoms
 from fastflow.evaluate import simulate
@@ -36,14 +39,21 @@ CASES = {
 
 
 def make_case(name: str):
-    """A case of CASES, or ``lattice@S`` / ``noisy-lattice@S``: those lattices with spacing ``S`` pixels."""
-    base, _, spacing = name.partition("@")
-    if spacing and base in ("lattice", "noisy-lattice"):
-        noise = CASES[base][1]
-        return (lambda: phantoms.lattice((256, 256), spacing=float(spacing), seed=5)), noise
-    if name not in CASES:
-        raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}, lattice@S, noisy-lattice@S")
-    return CASES[name]
+    """A case of CASES; ``lattice@S`` / ``noisy-lattice@S``: those lattices with spacing ``S`` pixels; a
+    ``:SEED`` suffix draws a phantom case (lattices, noisy-particles) with another phantom seed."""
+    base, _, seed = name.partition(":")
+    base, _, spacing = base.partition("@")
+    if base not in CASES or (spacing and "lattice" not in base) or (seed and base in ("flakes", "coins", "cell")):
+        raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}, lattice@S, noisy-lattice@S, "
+                         "and :SEED after a phantom case")
+    noise = CASES[base][1]
+    phantom_seed = int(seed) if seed else 5
+    if "lattice" in base:
+        size = float(spacing) if spacing else {"lattice": 6.0, "noisy-lattice": 8.0}[base]
+        return (lambda: phantoms.lattice((256, 256), spacing=size, seed=phantom_seed)), noise
+    if base == "noisy-particles":
+        return (lambda: phantoms.particles((256, 256), seed=phantom_seed)), noise
+    return CASES[base]
 
 
 def main() -> None:
@@ -53,44 +63,53 @@ def main() -> None:
     parser.add_argument("--coverages", default="0.1,0.2")
     parser.add_argument("--recon", default="biharmonic")
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", default="0",
+                        help="seed of the samplers and of the measurement noise; several (0,1,2) are averaged")
     parser.add_argument("--model", default=None, help="ERD model file for fast (default: the shipped one)")
     parser.add_argument("--progressive", action="store_true",
                         help="one FAST scan to the largest coverage, scored at each coverage on the way")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     coverages = [float(c) for c in args.coverages.split(",")]
+    seeds = [int(s) for s in args.seed.split(",")]
     rows = []
-    print(f"recon={args.recon} batch={args.batch_size} seed={args.seed}")
-    print(f"{'image':<16} {'sampler':<8} {'cover':>6} {'NRMSE':>8} {'SSIM':>7} {'time s':>7}")
+    print(f"recon={args.recon} batch={args.batch_size} seeds={args.seed}")
+    print(f"{'image':<16} {'sampler':<8} {'seed':>4} {'cover':>6} {'NRMSE':>8} {'SSIM':>7} {'time s':>7}")
     for case in args.cases.split(","):
         make_image, noise = make_case(case)
         image = make_image()
         grid = ScanGrid(image.shape)
         for name in args.samplers.split(","):
             options = {"model": args.model} if name == "fast" and args.model else {}
-            t0 = time.perf_counter()
-            # one scan per coverage, whose stop rule is that coverage (FAST plans its fill for it), unless
-            # --progressive: FAST scans once to the largest coverage and is scored on the way
-            runs = [coverages] if name == "fast" and args.progressive else [[c] for c in coverages]
-            for covs in runs:
-                sampler = make_sampler(name, grid, coverage=max(covs), seed=args.seed, **options)
-                for r in simulate(sampler, image, covs, batch_size=args.batch_size, recon=args.recon,
-                                  noise=noise, seed=args.seed):
-                    rows.append({"image": case, "sampler": name, "noise": noise, **r})
-                    print(f"{case:<16} {name:<8} {r['coverage']:>6.1%} {r['nrmse']:>8.4f} {r['ssim']:>7.4f} "
-                          f"{time.perf_counter() - t0:>7.1f}", flush=True)
-    print("\nverdict (NRMSE; FAST vs the best static pattern at each coverage):")
+            for seed in seeds:
+                t0 = time.perf_counter()
+                # one scan per coverage, whose stop rule is that coverage (FAST plans its fill for it), unless
+                # --progressive: FAST scans once to the largest coverage and is scored on the way
+                runs = [coverages] if name == "fast" and args.progressive else [[c] for c in coverages]
+                for covs in runs:
+                    sampler = make_sampler(name, grid, coverage=max(covs), seed=seed, **options)
+                    for r in simulate(sampler, image, covs, batch_size=args.batch_size, recon=args.recon,
+                                      noise=noise, seed=seed):
+                        rows.append({"image": case, "sampler": name, "noise": noise, "seed": seed, **r})
+                        print(f"{case:<16} {name:<8} {seed:>4} {r['coverage']:>6.1%} {r['nrmse']:>8.4f} "
+                              f"{r['ssim']:>7.4f} {time.perf_counter() - t0:>7.1f}", flush=True)
+    over = f", mean over seeds {args.seed}" if len(seeds) > 1 else ""
+    print(f"\nverdict (NRMSE{over}; FAST vs the best static pattern at each coverage):")
     for case in args.cases.split(","):
         for cov in coverages:
             at = [r for r in rows if r["image"] == case and abs(r["coverage"] - cov) < 1e-3]
-            fast = next((r for r in at if r["sampler"] == "fast"), None)
-            static = [r for r in at if r["sampler"] != "fast"]
-            if fast and static:
-                best = min(static, key=lambda r: r["nrmse"])
-                ratio = fast["nrmse"] / best["nrmse"]
-                print(f"  {case:<16} {cov:>5.0%}: fast {fast['nrmse']:.4f} vs {best['sampler']} {best['nrmse']:.4f}"
-                      f"  ratio {ratio:.3f}  ({'wins' if ratio < 1 else 'loses'})")
+            mean = {name: float(np.mean([r["nrmse"] for r in at if r["sampler"] == name]))
+                    for name in {r["sampler"] for r in at}}
+            static = {name: v for name, v in mean.items() if name != "fast"}
+            if "fast" in mean and static:
+                best = min(static, key=static.get)
+                ratio = mean["fast"] / static[best]
+                per_seed = [next(r["nrmse"] for r in at if r["sampler"] == "fast" and r["seed"] == s)
+                            / min(r["nrmse"] for r in at if r["sampler"] != "fast" and r["seed"] == s)
+                            for s in seeds]
+                spread = f"  per seed {min(per_seed):.3f}-{max(per_seed):.3f}" if len(seeds) > 1 else ""
+                print(f"  {case:<16} {cov:>5.0%}: fast {mean['fast']:.4f} vs {best} {static[best]:.4f}"
+                      f"  ratio {ratio:.3f}  ({'wins' if ratio < 1 else 'loses'}){spread}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

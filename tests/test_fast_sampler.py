@@ -126,9 +126,11 @@ def test_tile_search_finds_exactly_the_top_scores():
         np.testing.assert_array_equal(np.sort(score[got]), np.sort(score[full]))
 
 
-def test_proximity_discount_keeps_fast_close_to_raster_on_a_lattice():
-    """On a dense lattice the ERD alone grows streaks beside measured pixels and loses to a raster grid;
-    the proximity discount removes most of that loss (measured: ratio 1.03-1.06 with it, 1.14-1.16 without)."""
+def test_proximity_discount_removes_most_of_the_erd_only_loss_on_a_lattice():
+    """On a dense lattice the ERD alone (no fill picks) grows streaks beside measured pixels and loses to a
+    raster grid; the proximity discount removes most of that loss (measured with the shipped c = 16 model:
+    8.8 % behind raster with it, 24.5 % without; the c = 4 model: 2.5 % and 15.0 %). The default sampler,
+    with its fill picks, is within 2 % of raster there (test below)."""
     from fastflow.phantoms import lattice
 
     image = lattice((96, 96), spacing=5.0, seed=2)
@@ -137,8 +139,8 @@ def test_proximity_discount_keeps_fast_close_to_raster_on_a_lattice():
     erd_only = {"seed": 0, "fill": 0.0, "initial": "halton"}
     with_discount = simulate(FastSampler(grid, **erd_only), image, [0.2], batch_size=25)[0]["nrmse"]
     without = simulate(FastSampler(grid, proximity=0, **erd_only), image, [0.2], batch_size=25)[0]["nrmse"]
-    assert with_discount < 1.08 * raster
-    assert with_discount < 0.95 * without
+    assert without > 1.1 * raster
+    assert with_discount - raster < 0.5 * (without - raster)
 
 
 class _Shares(FastSampler):

@@ -92,11 +92,15 @@ def test_erd_picks_move_onto_the_lattice_as_trust_in_the_erd_falls():
     picks = grid.ravel(np.array([[10, 10], [10, 11], [20, 20], [33, 8]]))
     sampler.fill_share = sampler.fill_floor                          # ERD trusted: picks stay put
     np.testing.assert_array_equal(sampler._snap(picks), picks)
-    sampler.fill_share = 1 - sampler.fill_floor                      # not trusted: onto the nearest free site
-    moved = grid.unravel(sampler._snap(picks))
-    assert all(y % 2 == 1 and x % 2 == 1 for y, x in moved)
-    assert len(np.unique(moved, axis=0)) == 4                       # no two picks on one site
-    assert np.abs(moved - grid.unravel(picks)).max() <= 1
+    for share in (0.5, 1 - sampler.fill_floor):                     # not trusted: onto the nearest free site
+        sampler.fill_share = share
+        moved = grid.unravel(sampler._snap(picks))
+        assert all(y % 2 == 1 and x % 2 == 1 for y, x in moved)
+        assert len(np.unique(moved, axis=0)) == 4                   # no two picks on one site
+        assert np.abs(moved - grid.unravel(picks)).max() <= 1
+    sampler.fill_share = 0.4               # partly trusted: radius 7/9 of the half diagonal, 1.1 px
+    partly = grid.unravel(sampler._snap(picks))
+    np.testing.assert_array_equal(partly, [[10, 10], [9, 11], [20, 20], [33, 7]])   # only those 1 px away
 
 
 def test_fast_initial_scan_choices():

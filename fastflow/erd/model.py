@@ -470,17 +470,21 @@ class ERDModel:
         """ERD of one block of rows: float64 standardisation, then the map and network in ``dtype``."""
         rbf_weights, rbf_offset, layers = params
         u = ((x - self.feature_mean) / self.feature_scale).astype(dtype, copy=False)
-        h = u @ rbf_weights
-        h += rbf_offset
-        np.cos(h, out=h)
-        h *= dtype.type(math.sqrt(2.0 / self.n_components))
-        for weights, bias in layers[:-1]:
-            h = h @ weights
-            h += bias
-            np.maximum(h, 0, out=h)
-        weights, bias = layers[-1]
-        y = h @ weights
-        y += bias
+        # OpenBLAS can raise the FE_INVALID flag in a product of finite matrices (numpy#24067,
+        # OpenMathLib/OpenBLAS#1924), which numpy reports as "invalid value encountered in matmul"; seen
+        # here in the (n, 5) @ (5, 1) product. Non-finite features propagate to a non-finite ERD anyway.
+        with np.errstate(invalid="ignore"):
+            h = u @ rbf_weights
+            h += rbf_offset
+            np.cos(h, out=h)
+            h *= dtype.type(math.sqrt(2.0 / self.n_components))
+            for weights, bias in layers[:-1]:
+                h = h @ weights
+                h += bias
+                np.maximum(h, 0, out=h)
+            weights, bias = layers[-1]
+            y = h @ weights
+            y += bias
         return y[:, 0] * self.target_scale
 
     # ------------------------------------------------------------------------------------ identity

@@ -9,10 +9,10 @@ PVs (``P`` is the prefix, default ``SIM:``):
 
 ============================  ======================================================================
 ``P X:SP``, ``P Y:SP``        stage setpoints (physical units); a put completes when the stage has stopped
-``P X:RBV``, ``P Y:RBV``      stage readbacks
-``P DMOV``                    1 when the stage is not moving
+``P X:RBV``, ``P Y:RBV``      stage readbacks: the target once the travel ends (the settle follows)
+``P DMOV``                    1 when the stage is not moving (travel and settle over)
 ``P DET:TRIG``                put with completion: acquire ``dwell`` at the current position
-``P DET:VAL``, ``P DET:COUNT``  last value, number of acquisitions so far
+``P DET:VAL``, ``P DET:COUNT``  last value, number of acquisitions started so far
 ``P LIST:X``, ``P LIST:Y``    waveforms of the positions of a list scan (``--max-points`` long)
 ``P LIST:N``                  number of points of the list; ``P LIST:START`` starts it (returns at once)
 ``P LIST:PROGRESS``           points finished; ``P LIST:BUSY`` 1 while the list runs
@@ -194,7 +194,7 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
             self.aborted = False
             self.list_task: asyncio.Task | None = None
             self.motion: asyncio.Task | None = None
-            self.published = -1
+            self.published = self.rbv_published = -1     # plans whose done-moving / readbacks are out
 
         # ------------------------------------------------------------------------- helpers
 
@@ -228,18 +228,25 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
             return stage.target
 
         async def run_motion(self) -> None:
-            """Wait until the stage has stopped (``t_end`` moves on if a new setpoint comes), then publish the
-            readbacks and done-moving once per plan."""
+            """Follow the stage until it has stopped (a new setpoint moves ``t_travel`` and ``t_end`` on): the
+            readbacks show the target once the travel ends (during the settle), done-moving goes to 1 once
+            the settle ends; each once per plan."""
             stage = self.stage
             while True:
-                while (remaining := stage.t_end - time.monotonic()) > 0:
-                    await _nap(remaining)
-                if self.published == stage.plan_id:
+                now = time.monotonic()
+                if stage.t_travel > now:
+                    await _nap(stage.t_travel - now)
+                elif self.rbv_published != stage.plan_id:
+                    self.rbv_published = stage.plan_id
+                    await self.x_rbv.write(float(stage.target[1]))
+                    await self.y_rbv.write(float(stage.target[0]))
+                elif stage.t_end > now:
+                    await _nap(stage.t_end - now)
+                elif self.published != stage.plan_id:
+                    self.published = stage.plan_id
+                    await self.dmov.write(1)
+                else:
                     return
-                self.published = stage.plan_id
-                await self.x_rbv.write(float(stage.target[1]))
-                await self.y_rbv.write(float(stage.target[0]))
-                await self.dmov.write(1)
 
         # ------------------------------------------------------------------------- point mode
 
@@ -263,13 +270,13 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
             # a stage at rest stays put through the dwell: read the sample now, inside the dwell
             plan = stage.plan_id
             value_now = float(self.detect(stage.at(now)[None, :])[0]) if stage.t_end <= now else None
+            self.count += 1                                  # acquisitions started, counted inside the dwell
+            await self.det_count.write(self.count)
             while (remaining := t_end - time.monotonic()) > 0:
                 await _nap(remaining)
             if value_now is None or stage.plan_id != plan:   # it was moving, or moved meanwhile
                 value_now = float(self.detect(stage.at(time.monotonic())[None, :])[0])
-            self.count += 1
             await self.det_val.write(value_now)
-            await self.det_count.write(self.count)
             return value
 
         # ------------------------------------------------------------------------- list mode
@@ -330,7 +337,7 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
                     await asyncio.sleep(max(wait, 0.0))
             finally:
                 stage.place(positions[done - 1] if done else start, time.monotonic())
-                self.published = stage.plan_id
+                self.published = self.rbv_published = stage.plan_id
                 await self.x_rbv.write(float(stage.target[1]))
                 await self.y_rbv.write(float(stage.target[0]))
                 await self.dmov.write(1)

@@ -27,8 +27,9 @@ sets the fill share of the next batches: ``1 - (r - 1) / (fill_gain - 1)``, clip
 (flakes, coins: ``r`` ~ 10) and the scan stays greedy; where they find no larger errors (``r <= 1``: a
 lattice) it turns almost into a regular fill. The floor keeps both kinds of pick measured, so the
 comparison stays current as the scan proceeds. In between, the less the ERD is trusted, the more its picks
-are pulled onto the finest lattice (:meth:`FastSampler._snap`): on a lattice the ERD then only orders the
-lattice pixels, and the scan ends as the raster of its target coverage.
+are pulled onto the finest lattice (:meth:`FastSampler._snap`; all of them from a fill share of one half on):
+on a lattice the ERD then only orders the lattice pixels, and the scan ends as the raster of its target
+coverage.
 
 Values are put on the declared 0-100 scale by robust percentiles of the initial scan, frozen; if later values
 leave that range by more than half of it, the scale is refitted on all values so far and everything is
@@ -382,13 +383,18 @@ class FastSampler(BaseSampler):
     def _snap(self, chosen: np.ndarray) -> np.ndarray:
         """ERD picks moved onto the nearest free pixel of the lattice's finest level, within a radius that
         grows with the fill share: none while the ERD is trusted (share at its floor), up to half a cell's
-        diagonal (every pick) when it is not (share at its ceiling)."""
+        diagonal (every pick) once half of each batch or more is fill.
+
+        Half a batch of fill means that ERD picks were found no more informative than a regular pattern by
+        a clear margin (with the default ``fill_gain``, errors at most 1.5x those at fill picks); from there
+        on an exact lattice is worth more than the ERD's choice within a cell (measured on lattice phantoms:
+        a few per cent of the measurements off the lattice cost 1-2 % NRMSE against a raster)."""
         if not len(chosen) or self.fill != "auto":
             return chosen
-        trust = (self.fill_share - self.fill_floor) / (1.0 - 2.0 * self.fill_floor)
+        distrust = (self.fill_share - self.fill_floor) / (0.5 - self.fill_floor)
         rows, cols = self._axes
         ny, nx = self.grid.shape
-        radius = float(np.clip(trust, 0.0, 1.0)) * 0.5 * math.hypot(ny / len(rows), nx / len(cols))
+        radius = float(np.clip(distrust, 0.0, 1.0)) * 0.5 * math.hypot(ny / len(rows), nx / len(cols))
         if radius <= 0:
             return chosen
         y, x = np.divmod(chosen, nx)
