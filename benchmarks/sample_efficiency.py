@@ -27,33 +27,41 @@ from fastflow.grid import ScanGrid
 from fastflow.images import load_sample
 from fastflow.sampling.registry import make_sampler
 
-# name -> (image, measurement noise): sparse samples where adaptive sampling should win, then dense/noisy ones
+PHANTOM_SEED = 5
+LATTICES = {"lattice": 6.0, "noisy-lattice": 8.0}   # default spacing (px) of the lattice cases
+FIXED = ("flakes", "coins", "cell")                 # cases without a phantom seed
+
+
+def _lattice(seed: int, spacing: float):
+    return phantoms.lattice((256, 256), spacing=spacing, seed=seed)
+
+
+# name -> (image from (phantom seed, lattice spacing), measurement noise): sparse samples where adaptive
+# sampling should win, then dense/noisy ones
 CASES = {
-    "flakes": (lambda: phantoms.flakes(), None),
-    "coins": (lambda: load_sample("coins")[0], None),
-    "cell": (lambda: load_sample("cell")[0], None),
-    "lattice": (lambda: phantoms.lattice((256, 256), spacing=6.0, seed=5), None),
-    "noisy-particles": (lambda: phantoms.particles((256, 256), seed=5), "poisson:20"),
-    "noisy-lattice": (lambda: phantoms.lattice((256, 256), spacing=8.0, seed=5), "gaussian:0.05"),
+    "flakes": (lambda seed, spacing: phantoms.flakes(), None),
+    "coins": (lambda seed, spacing: load_sample("coins")[0], None),
+    "cell": (lambda seed, spacing: load_sample("cell")[0], None),
+    "lattice": (_lattice, None),
+    "noisy-particles": (lambda seed, spacing: phantoms.particles((256, 256), seed=seed), "poisson:20"),
+    "noisy-lattice": (_lattice, "gaussian:0.05"),
 }
 
 
 def make_case(name: str):
-    """A case of CASES; ``lattice@S`` / ``noisy-lattice@S``: those lattices with spacing ``S`` pixels; a
-    ``:SEED`` suffix draws a phantom case (lattices, noisy-particles) with another phantom seed."""
+    """``(make_image, noise)`` of a case of CASES; ``lattice@S`` / ``noisy-lattice@S``: those lattices with
+    spacing ``S`` pixels; a ``:SEED`` suffix draws a phantom case (lattices, noisy-particles) with another
+    phantom seed."""
     base, _, seed = name.partition(":")
     base, _, spacing = base.partition("@")
-    if base not in CASES or (spacing and "lattice" not in base) or (seed and base in ("flakes", "coins", "cell")):
+    if (base not in CASES or (spacing and base not in LATTICES) or (seed and base in FIXED)
+            or (seed and not seed.isdigit())):
         raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}, lattice@S, noisy-lattice@S, "
                          "and :SEED after a phantom case")
-    noise = CASES[base][1]
-    phantom_seed = int(seed) if seed else 5
-    if "lattice" in base:
-        size = float(spacing) if spacing else {"lattice": 6.0, "noisy-lattice": 8.0}[base]
-        return (lambda: phantoms.lattice((256, 256), spacing=size, seed=phantom_seed)), noise
-    if base == "noisy-particles":
-        return (lambda: phantoms.particles((256, 256), seed=phantom_seed)), noise
-    return CASES[base]
+    make, noise = CASES[base]
+    phantom_seed = int(seed) if seed else PHANTOM_SEED
+    size = float(spacing) if spacing else LATTICES.get(base)
+    return (lambda: make(phantom_seed, size)), noise
 
 
 def main() -> None:
