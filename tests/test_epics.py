@@ -305,6 +305,80 @@ def test_a_short_freeze_is_ridden_through(live):
     assert np.diff(np.concatenate([[begin], m.times])).max() > 0.7
 
 
+def test_a_channel_keeps_the_pv_type_and_length_only_while_connected(live):
+    """The element count and type of each channel are cached (they are asked for on every request) and forgotten
+    when the connection drops: a restarted server may serve the PV differently."""
+    from epics import dbr
+
+    inst = _instrument(live, "list")
+    pv = inst._pvs["list.x_positions"]
+    assert (pv.element_count, pv.field_type) == (2000, dbr.DOUBLE) and pv.native == (2000, dbr.DOUBLE)
+    live.kill()
+    deadline = time.monotonic() + 5
+    while pv.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pv.connected and pv.native is None
+    live.restart()
+    assert pv.wait(5) and pv.element_count == 2000
+    m = inst.measure([[1, 2], [3, 4]])
+    np.testing.assert_array_equal(m.values[:, 0], IMAGE[[1, 3], [2, 4]])
+
+
+def test_scalar_puts_take_the_type_of_the_pv(live):
+    from fastflow.instruments.epics import read_pvs, write_pv
+
+    for value, expected in ((7.0, 7), (np.int64(3), 3), (5.9, 5), (True, 1)):  # LIST:N is an integer PV
+        write_pv(PREFIX + "LIST:N", value)
+        assert _get(PREFIX + "LIST:N") == expected
+    write_pv(PREFIX + "LIST:X", np.arange(4) + 0.25)  # a waveform: the array path
+    np.testing.assert_array_equal(read_pvs([PREFIX + "LIST:X"])[0][:4], np.arange(4) + 0.25)
+
+
+def test_request_boxes_and_batches():
+    from fastflow.instruments.epics import _Batch, _Box
+
+    box = _Box()
+    assert not box.answered and not box.wait(0.01)
+    threading.Timer(0.05, box.done).start()
+    assert box.wait(2.0) and box.answered and box.wait(0)
+    box.done()  # a repeated call changes nothing
+    assert box.wait(0)
+
+    batch = _Batch(2)
+    assert len(batch) == 0 and len(batch.measurement()) == 0
+    batch.add_point([1.0, 10.0], 0.5, 1.5, 0.1)
+    batch.add(np.array([[2.0, 20.0], [3.0, 30.0]]), np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([0.2, 0.3]))
+    batch.add_point([4.0, 40.0], 5.0, 6.0, 0.4)
+    m = batch.measurement()
+    assert len(batch) == 4
+    np.testing.assert_array_equal(m.values, [[1, 10], [2, 20], [3, 30], [4, 40]])
+    np.testing.assert_array_equal(m.positions, [[0.5, 1.5], [1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(m.times, [0.1, 0.2, 0.3, 0.4])
+
+
+def test_the_tuned_ioc_write_event_waits_only_while_a_write_is_in_progress(monkeypatch):
+    import asyncio
+
+    from fastflow.instruments.ioc import _write_event_class
+
+    async def check():
+        event = _write_event_class()()
+        t0 = time.monotonic()
+        assert await event.wait(timeout=0.05) is False and time.monotonic() - t0 >= 0.04  # clear: waits
+        asyncio.get_running_loop().call_later(0.02, event.set)
+        assert await event.wait(timeout=2.0) is True
+        wait_for = asyncio.wait_for
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a set event must not wait through asyncio.wait_for")
+
+        monkeypatch.setattr(asyncio, "wait_for", refuse)
+        assert await event.wait(timeout=2.0) is True  # set: returns at once
+        monkeypatch.setattr(asyncio, "wait_for", wait_for)
+
+    asyncio.run(check())
+
+
 def test_dry_run_writes_nothing(live):
     from fastflow.instruments.epics import EpicsInstrument
 

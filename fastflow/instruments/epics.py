@@ -62,24 +62,54 @@ class InstrumentAborted(InstrumentError):
     """The abort PV was set (or the user interrupted) while measuring; ``.partial`` holds what was measured."""
 
 
+_CA_MODULES: tuple[Any, Any] | None = None
+
+
 def _ca() -> Any:
-    try:
-        from epics import ca, dbr
-    except ImportError:
-        raise InputError("the EPICS instrument needs pyepics: pip install 'fastflow[epics]'") from None
-    return ca, dbr
+    """pyepics' ``ca`` and ``dbr`` modules (imported once)."""
+    global _CA_MODULES
+    if _CA_MODULES is None:
+        try:
+            from epics import ca, dbr
+        except ImportError:
+            raise InputError("the EPICS instrument needs pyepics: pip install 'fastflow[epics]'") from None
+        _CA_MODULES = (ca, dbr)
+    return _CA_MODULES
 
 
 class _Box:
-    """Completion state (and value, for a get) of one CA request with a callback."""
+    """Completion state (and value, for a get) of one CA request with a callback.
 
-    __slots__ = ("event", "status", "value", "scalar")
+    A held lock that the callback releases: cheaper to make than a ``threading.Event`` (a box per request)."""
+
+    __slots__ = ("_lock", "_fired", "status", "value", "scalar")
 
     def __init__(self, scalar: bool = True) -> None:
-        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._fired = False
         self.status: int | None = None
         self.value: Any = None
         self.scalar = scalar
+
+    def done(self) -> None:
+        """Mark the request answered (by the CA callback; a repeated call does nothing)."""
+        if not self._fired:
+            self._fired = True
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the answer; True if it came."""
+        if self._fired:
+            return True
+        if self._lock.acquire(timeout=max(timeout, 0.0)):
+            self._lock.release()
+            return True
+        return False
+
+    @property
+    def answered(self) -> bool:
+        return self._fired
 
 
 _PENDING: set[_Box] = set()  # keeps the boxes alive while libca holds pointers to them
@@ -95,7 +125,7 @@ def _put_callback() -> Any:
             box = args.usr
             if isinstance(box, _Box):
                 box.status = int(args.status)
-                box.event.set()
+                box.done()
 
         _CALLBACKS["put"] = ctypes.CFUNCTYPE(None, dbr.event_handler_args)(on_put)
     return _CALLBACKS["put"]
@@ -116,7 +146,7 @@ def _get_callback() -> Any:
                 n = int(args.count)
                 data = np.ctypeslib.as_array(ctypes.cast(args.raw_dbr, double_p), shape=(n,)).copy()
                 box.value = float(data[0]) if box.scalar else data
-            box.event.set()
+            box.done()
 
         _CALLBACKS["get"] = ctypes.CFUNCTYPE(None, dbr.event_handler_args)(on_get)
     return _CALLBACKS["get"]
@@ -142,6 +172,8 @@ def _connection_callback() -> Any:
         def on_connection(args: Any) -> None:
             channel = _CHANNELS.get(args.chid)
             if channel is not None:
+                channel.generation += 1
+                channel.native = None  # a restarted server may serve the PV with another type or length
                 if args.op == _CA_OP_CONN_UP:
                     channel.up.set()
                 else:
@@ -161,6 +193,8 @@ class _Channel:
         self.up = threading.Event()
         self.down_since = time.monotonic()
         self.chid: Any = None
+        self.native: tuple[int, int] | None = None  # (element count, field type) while connected
+        self.generation = 0  # connection events so far
         self._create()
 
     def _create(self) -> None:
@@ -200,13 +234,22 @@ class _Channel:
             self.up.wait(min(remaining, RESEARCH_AFTER / 2))
         return True
 
+    def _native(self) -> tuple[int, int]:
+        native = self.native
+        if native is None:
+            generation, libca = self.generation, _ca()[0].libca
+            native = (int(libca.ca_element_count(self.chid)), int(libca.ca_field_type(self.chid)))
+            if self.up.is_set() and generation == self.generation:  # no connection event meanwhile
+                self.native = native
+        return native
+
     @property
     def element_count(self) -> int:
-        return int(_ca()[0].libca.ca_element_count(self.chid))
+        return self._native()[0]
 
     @property
     def field_type(self) -> int:
-        return int(_ca()[0].libca.ca_field_type(self.chid))
+        return self._native()[1]
 
     def close(self) -> None:
         if self.chid is not None:
@@ -430,20 +473,20 @@ class EpicsInstrument:
         # one server answers a circuit's requests in order: then a read sent with a put sees the state before it
         in_order = self._one_server([*reads, "stage.x_setpoint", "stage.y_setpoint", *status, "detector.trigger"])
         n_ch = len(self.channels)
-        tolerance = 0.5 * np.asarray(self._grid.pixel_size)
+        tol_y, tol_x = (0.5 * float(d) for d in self._grid.pixel_size)
         acquired: tuple[int, str, float, float] | None = None  # triggered, not read yet
         here = self._position
 
         def keep(got: list[Any], at: float) -> None:
             i, where, y, x = acquired
-            reached = np.array([float(got[n_ch]), float(got[n_ch + 1])])
-            if np.any(np.abs(reached - (y, x)) > tolerance):
+            ry, rx = float(got[n_ch]), float(got[n_ch + 1])
+            if not (abs(ry - y) <= tol_y and abs(rx - x) <= tol_x):  # also refuses a NaN readback
                 raise InstrumentError(
-                    f"the stage reached y={reached[0]:g}, x={reached[1]:g} instead of y={y:g}, x={x:g} for {where} "
+                    f"the stage reached y={ry:g}, x={rx:g} instead of y={y:g}, x={x:g} for {where} "
                     f"(readbacks {self._names['stage.y_readback']}, {self._names['stage.x_readback']}); the point "
                     f"was not kept. Last point measured: {self._last}"
                 )
-            acc.add(np.asarray(got[:n_ch], dtype=float)[None, :], reached[None, :], np.array([at - self._t0]))
+            acc.add_point(got[:n_ch], ry, rx, at - self._t0)
             self._last = f"{where} (batch point {i})"
 
         for i, (y, x) in enumerate(positions):
@@ -670,17 +713,17 @@ class EpicsInstrument:
             puts: list[_Box] | None = [self._start_put(role, value) for role, value in items]
         except Exception:
             puts = None
-        self._ca.flush_io()
+        self._ca.libca.ca_flush_io()  # libca directly: pyepics' flush_io checks the CA context each call
         values, failed = self._collect(roles, gets, read_deadline)
         if failed is not None:
             values = self._read(roles, read_timeout, read_action, deadline=read_deadline)
         read_at = time.monotonic()
         deadline = read_at + put_timeout
-        if puts is None or not all(box.event.wait(max(deadline - time.monotonic(), 0.0)) and
+        if puts is None or not all(box.wait(deadline - time.monotonic()) and
                                    box.status == ECA_NORMAL for box in puts):
             self._put_many(items, put_timeout, put_action, deadline=deadline)
         for box in puts or ():
-            if box.event.is_set():  # an unanswered one stays referenced: libca may still call back
+            if box.answered:  # an unanswered one stays referenced: libca may still call back
                 _PENDING.discard(box)
         return values, read_at
 
@@ -703,7 +746,7 @@ class EpicsInstrument:
         """Wait for the gets of :meth:`_start_get`; returns the values and the first role that failed (or None)."""
         out = []
         for role, box in zip(roles, boxes):
-            if box is None or not box.event.wait(max(deadline - time.monotonic(), 0.0)):
+            if box is None or not box.wait(deadline - time.monotonic()):
                 return out, role
             _PENDING.discard(box)
             if box.status != ECA_NORMAL or box.value is None:
@@ -737,7 +780,7 @@ class EpicsInstrument:
                 if box is None:  # could not even send (the channel dropped meanwhile): try again
                     retry.append((role, value))
                     continue
-                if not box.event.wait(max(deadline - time.monotonic(), 0.0)):
+                if not box.wait(deadline - time.monotonic()):
                     raise self._fail(role, timeout, action, "no put completion")
                 _PENDING.discard(box)
                 if box.status == ECA_NORMAL:
@@ -762,11 +805,15 @@ class EpicsInstrument:
         chid, ftype = pv.chid, pv.field_type
         if ftype == dbr.STRING:
             raise InstrumentError(f"PV {self._names[role]} is a string PV; a number was expected")
-        arr = np.atleast_1d(np.asarray(value))
-        count = min(len(arr), pv.element_count)
         ctype = dbr.Map[ftype]
-        data = (count * ctype)()
-        np.ctypeslib.as_array(data)[:] = arr[:count]
+        if isinstance(value, (int, float, np.integer, np.floating)):  # the per-point puts: no numpy round trip
+            count = 1
+            data = (ctype * 1)(float(value) if ctype in (ctypes.c_double, ctypes.c_float) else int(value))
+        else:
+            arr = np.atleast_1d(np.asarray(value))
+            count = min(len(arr), pv.element_count)
+            data = (count * ctype)()
+            np.ctypeslib.as_array(data)[:] = arr[:count]
         box = _Box()
         _PENDING.add(box)
         status = ca.libca.ca_array_put_callback(ftype, count, chid, data, _put_callback(), ctypes.py_object(box))
@@ -838,27 +885,43 @@ def write_pv(name: str, value: Any, timeout: float = 5.0) -> None:
 
 
 class _Batch:
-    """Rows measured so far in a batch."""
+    """Rows measured so far in a batch, in order: blocks of arrays (:meth:`add`) and single points
+    (:meth:`add_point`, kept as Python numbers until needed: cheaper in the per-point loop)."""
 
     def __init__(self, n_channels: int) -> None:
         self.n_channels = n_channels
         self.values: list[np.ndarray] = []
         self.positions: list[np.ndarray] = []
         self.times: list[np.ndarray] = []
+        self.points: list[tuple[list[float], float, float, float]] = []
         self.n = 0
 
     def __len__(self) -> int:
         return self.n
 
     def add(self, values: np.ndarray, positions: np.ndarray, times: np.ndarray) -> None:
+        self._stack_points()
         self.values.append(values)
         self.positions.append(positions)
         self.times.append(times)
         self.n += len(values)
 
+    def add_point(self, values: list[float], y: float, x: float, t: float) -> None:
+        self.points.append((values, y, x, t))
+        self.n += 1
+
+    def _stack_points(self) -> None:
+        if self.points:
+            values, ys, xs, ts = zip(*self.points)
+            self.values.append(np.array(values, dtype=float).reshape(len(ts), self.n_channels))
+            self.positions.append(np.column_stack([ys, xs]).astype(float))
+            self.times.append(np.array(ts, dtype=float))
+            self.points = []
+
     def measurement(self) -> Measurement:
         if not self.n:
             return Measurement.empty(self.n_channels)
+        self._stack_points()
         return Measurement(np.concatenate(self.values), np.concatenate(self.positions), np.concatenate(self.times))
 
 
