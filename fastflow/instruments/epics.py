@@ -606,9 +606,8 @@ class EpicsInstrument:
         for i in range(len(positions)):
             got = self._read([*reads, "stage.y_readback", "stage.x_readback"], tmo.acquire,
                              f"dry-run read for batch point {i}")
-            values = np.full((1, n_ch), np.nan)
-            values[0, :len(reads)] = np.asarray(got[:len(reads)], dtype=float)
-            acc.add(values, np.array([[float(got[-2]), float(got[-1])]]), np.array([time.monotonic() - self._t0]))
+            values = [*got[:len(reads)], *[np.nan] * (n_ch - len(reads))]  # unmapped channels: NaN
+            acc.add_point(values, float(got[-2]), float(got[-1]), time.monotonic() - self._t0)
             self._last = f"dry-run batch point {i}"
 
     # ------------------------------------------------------------------------------------ bookkeeping
