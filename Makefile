@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-EXTRAS ?= server,epics,test
+EXTRAS ?= server,epics,test,torch
 
 .PHONY: demo test test-slow bench env clean
 

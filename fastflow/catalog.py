@@ -166,7 +166,8 @@ def run_key(attrs: Mapping[str, Any], store_path: str | os.PathLike) -> str:
 
 
 def run_dataset(store_path: str | os.PathLike) -> xr.Dataset:
-    """The dataset published for a run: measurements, reconstruction, snapshots, metrics and provenance.
+    """The dataset published for a run: measurements, reconstruction, snapshots, metrics and provenance,
+    and the uncertainty maps of a learned reconstruction (``uncertainty``, ``snapshot_uncertainty``).
 
     Arrays stay lazy (dask, chunked as in the store). Compared with :meth:`ScanStore.to_dataset`:
 
@@ -209,6 +210,8 @@ def _dataset(store: ScanStore) -> xr.Dataset:
         channel=("channel", np.array([str(c) for c in store.channels], dtype=str)),
     )
     ds.attrs = attrs
+    if store.has_uncertainty and store.uncertainty() is None:  # the method estimates none: nothing to serve
+        ds = ds.drop_vars(["uncertainty", "snapshot_uncertainty"])
     evaluation = store.path.parent / EVALUATION_NAME
     if evaluation.exists():
         ds = ds.merge(_evaluation_variables(evaluation, ds))

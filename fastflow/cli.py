@@ -38,8 +38,8 @@ def scan(
     batch_size: Annotated[int, typer.Option(help="Points measured per step.")] = 50,
     snapshots: Annotated[str, typer.Option(help="Coverages at which to store a reconstruction and metrics, e.g. 0.05,0.1.")] = "0.05,0.1,0.15,0.2",
     noise: Annotated[str, typer.Option(help="Simulated detector noise: none, poisson:PEAK_COUNTS or gaussian:SIGMA (fraction of the image range).")] = "none",
-    recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, biharmonic).")] = "idw",
-    evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated; 'none' to skip).")] = "idw,biharmonic",
+    recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, linear, biharmonic, learned; learned also stores its uncertainty map).")] = "idw",
+    evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated, from idw, linear, biharmonic, learned; 'none' to skip).")] = "idw,biharmonic",
     time_budget: Annotated[Optional[float], typer.Option(help="Stop when the simulated acquisition time reaches this many seconds.")] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
@@ -121,7 +121,7 @@ def benchmark(
     images: Annotated[str, typer.Option(help="Images: bundled sample names, phantom:seed (e.g. lattice:5) or files.")] = "flakes,coins,cell",
     coverages: Annotated[str, typer.Option(help="Coverages to score.")] = "0.05,0.1,0.15,0.2,0.3",
     seeds: Annotated[str, typer.Option(help="Seeds (comma-separated); results are averaged over them.")] = "0",
-    recon: Annotated[str, typer.Option(help="Reconstruction used for scoring (idw; biharmonic as in the FAST paper, slower).")] = "idw",
+    recon: Annotated[str, typer.Option(help="Reconstruction used for scoring (idw; linear; biharmonic as in the FAST paper, slower; learned).")] = "idw",
     batch_size: Annotated[int, typer.Option(help="Points per step of adaptive samplers.")] = 50,
     noise: Annotated[str, typer.Option(help="Simulated detector noise (none, poisson:PEAK, gaussian:SIGMA).")] = "none",
     max_side: Annotated[int, typer.Option(help="Images are downscaled to this longer side.")] = 256,
@@ -221,10 +221,10 @@ def train(
                                              max_iter=max_iter, log=lambda m: typer.echo(m, err=True))
     out.mkdir(parents=True, exist_ok=True)
     for value, m in models.items():
-        m.save(out / f"erd-c{value:g}.npz")
-    model.save(out / "erd-model.npz")
+        m.save(out / f"erd-c{value:g}.safetensors")
+    model.save(out / "erd-model.safetensors")
     (out / "model-card.json").write_text(card_json(model))
-    typer.echo(f"chosen c = {model.card['c']:g}; model: {out / 'erd-model.npz'}")
+    typer.echo(f"chosen c = {model.card['c']:g}; model: {out / 'erd-model.safetensors'}")
     typer.echo(model.describe())
 
 
@@ -256,6 +256,74 @@ def _split(text: str, what: str) -> list[str]:
     if not items:
         raise InputError(f"{what} needs at least one value")
     return items
+
+
+@app.command("train-recon")
+def train_recon(
+    out: Annotated[Path, typer.Option(help="Folder for the training sets, checkpoint, model and figures (rerun the same command with the same folder to resume).")],
+    train_sources: Annotated[int, typer.Option(help="Source images of the training set (2 crops each).")] = 2400,
+    validation_sources: Annotated[int, typer.Option(help="Source images of the validation set.")] = 200,
+    crop: Annotated[int, typer.Option(help="Side of the training crops, in pixels.")] = 96,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 4000,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
+    base: Annotated[int, typer.Option(help="Channels of the U-Net's first level.")] = 16,
+    depth: Annotated[int, typer.Option(help="Levels of the U-Net.")] = 4,
+    conv: Annotated[str, typer.Option(help="plain or gated convolutions.")] = "plain",
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the training sets, the initialisation and the batches.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (the same code trains on either).")] = "cpu",
+    workers: Annotated[Optional[int], typer.Option(help="Processes generating the training sets [default: one per core].", show_default=False)] = None,
+) -> None:
+    """Train the learned reconstruction (training sets, training with checkpoints, calibration, card, figures)."""
+    from fastflow.recon.learned_build import Recipe, build_learned_model
+    from fastflow.recon.learned_training import LearnedTrainingConfig
+
+    training = LearnedTrainingConfig(base=base, depth=depth, conv=conv, steps=steps, batch_size=batch_size,
+                                     learning_rate=learning_rate, seed=seed, device=device)
+    recipe = Recipe(train_sources=train_sources, validation_sources=validation_sources, crop=crop,
+                    data_seed=seed, training=training)
+    result = build_learned_model(out, recipe, workers=workers, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"model: {result['model']} (trained in {result['seconds']:.0f} s)")
+    typer.echo(f"card: {out / 'model-card.json'}; figures: {', '.join(result['figures'].values())}")
+
+
+@app.command()
+def recon(
+    run: Annotated[str, typer.Argument(help="A run id under the data folder, or a run folder.")],
+    method: Annotated[str, typer.Option(help="Reconstruction method (learned, idw, linear, biharmonic).")] = "learned",
+    model: Annotated[Optional[Path], typer.Option(help="Model file for --method learned [default: the shipped one].", show_default=False)] = None,
+    coverages: Annotated[Optional[str], typer.Option(help="Coverages to rebuild, e.g. 0.05,0.1 [default: the run's snapshots].", show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where run ids are looked up [default: $FASTFLOW_DATA_DIR or ./fastflow-runs].", show_default=False)] = None,
+) -> None:
+    """Apply a reconstruction (a learned model by default) to a stored run: image and uncertainty at each
+    coverage, scored against the truth where it is known, written to the run's evaluation.zarr."""
+    from fastflow.evaluate import apply_to_run
+    from fastflow.scan import parse_fractions
+
+    wanted = parse_fractions(coverages, "coverage") if coverages else None
+    options = {"model": str(model)} if model is not None else {}
+    if model is not None and method != "learned":
+        raise InputError("--model goes with --method learned")
+    result = apply_to_run(run, method, coverages=wanted, data_dir=data_dir, **options)
+    for row in result["rows"]:
+        scores = ", ".join(f"{k} {row[k]:.4f}" for k in ("nrmse", "ssim", "coverage90") if k in row)
+        typer.echo(f"{method} at {row['coverage']:.1%} ({row['n_points']} points){': ' + scores if scores else ''}")
+    typer.echo(f"written: {result['evaluation']}")
+
+
+@app.command("convert-model")
+def convert_model(
+    source: Annotated[Path, typer.Argument(help="An ERD model of fastflow 0.1 (.npz, format 1).")],
+    target: Annotated[Path, typer.Argument(help="The new model file (.safetensors).")],
+) -> None:
+    """Convert an .npz ERD model of fastflow 0.1 into today's model file (safetensors); nothing is unpickled."""
+    from fastflow.erd.model import convert_npz_model
+
+    if target.exists():
+        raise InputError(f"{target} already exists; choose a new file name")
+    model = convert_npz_model(source, target)
+    typer.echo(f"written {target}")
+    typer.echo(model.describe())
 
 
 @app.command()

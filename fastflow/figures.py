@@ -1,4 +1,5 @@
-"""Figures: a scan (ground truth | measured points | reconstruction | error map) and the choice of c."""
+"""Figures: a scan (ground truth | measured points | reconstruction | error map), the choice of c, and
+example completions and training curves of the learned reconstruction."""
 
 from __future__ import annotations
 
@@ -89,6 +90,55 @@ def selection_figure(scores: dict, coverages: Any, path: str | os.PathLike) -> s
         ax.set_ylabel("NRMSE (IDW)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def completion_panels(cases: list[dict[str, Any]], path: str | os.PathLike) -> str:
+    """Example completions, one row per case: truth | mask | learned | biharmonic | error | uncertainty.
+
+    Each case holds ``name``, ``truth``, ``mask`` (bool), ``learned``, ``sigma`` and ``biharmonic`` (2-D
+    arrays of one shape). Error and uncertainty share one colour scale per row, so where the uncertainty is
+    high the error should be too.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cases), 6, figsize=(15, 2.6 * len(cases) + 0.3), squeeze=False,
+                             constrained_layout=True)
+    for row, case in zip(axes, cases):
+        truth = case["truth"]
+        lo, hi = float(np.min(truth)), float(np.max(truth))
+        error = np.abs(case["learned"] - truth)
+        top = max(float(np.percentile(error, 99.5)), float(np.percentile(case["sigma"], 99.5)), 1e-12)
+        shown = np.where(case["mask"], truth, np.nan)
+        _show(row[0], truth, case["name"], lo, hi)
+        _show(row[1], shown, f"measured {case['mask'].mean():.1%}", lo, hi)
+        _show(row[2], case["learned"], "learned", lo, hi)
+        _show(row[3], case["biharmonic"], "biharmonic", lo, hi)
+        _show(row[4], error, "|error| (learned)", 0.0, top, cmap="magma")
+        _show(row[5], case["sigma"], "uncertainty (sigma)", 0.0, top, cmap="magma")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def training_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> str:
+    """Training loss and validation RMSE (relative to the linear guess) against the step."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    steps = [h["step"] for h in history]
+    left.plot(steps, [h["loss"] for h in history], lw=1)
+    left.set_xlabel("step")
+    left.set_ylabel("training loss")
+    left.grid(alpha=0.3)
+    val = [(h["step"], h["validation"]) for h in history if "validation" in h]
+    if val:
+        right.plot([s for s, _ in val], [v.get("rmse_ratio", np.nan) for _, v in val], marker="o", ms=3)
+    right.set_xlabel("step")
+    right.set_ylabel("validation RMSE / linear RMSE")
+    right.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)

@@ -173,3 +173,55 @@ def evaluate(truth: Any, estimate: Any) -> dict[str, float]:
     """
     t, e = _check_pair(truth, estimate)
     return {"nrmse": nrmse(t, e), "ssim": ssim(t, e), "psnr": psnr(t, e)}
+
+
+Z90 = 1.6448536269514722
+"""Half-width of the central 90 % interval of a normal distribution, in standard deviations."""
+
+
+def uncertainty_scores(truth: Any, estimate: Any, sigma: Any, where: Any | None = None) -> dict[str, float]:
+    """How well a predicted standard deviation describes the actual error.
+
+    Parameters
+    ----------
+    truth, estimate : array_like
+        2-D, the same shape.
+    sigma : array_like
+        The predicted standard deviation of ``estimate - truth`` at each pixel (>= 0).
+    where : array_like of bool, optional
+        The pixels to score (e.g. the unmeasured ones); default: every pixel with ``sigma > 0``.
+
+    Returns
+    -------
+    dict
+        ``coverage90``: share of the pixels whose truth lies in ``estimate ± 1.645 sigma`` (0.9 for a
+        calibrated Gaussian); ``spearman``: rank correlation of ``sigma`` and ``|error|``;
+        ``mean_sigma``: mean predicted sigma; ``rms_error``: the actual RMS error there.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> truth = np.zeros((64, 64)); sigma = np.full((64, 64), 0.5); sigma[:, 32:] = 2.0
+    >>> estimate = truth + rng.normal(size=truth.shape) * sigma
+    >>> s = uncertainty_scores(truth, estimate, sigma)
+    >>> round(s["coverage90"], 2), s["spearman"] > 0.4
+    (0.9, True)
+    """
+    from scipy.stats import spearmanr
+
+    t, e = _check_pair(truth, estimate)
+    s = np.asarray(sigma, dtype=np.float64)
+    if s.shape != t.shape or not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise InputError(f"sigma must be finite, >= 0 and of shape {t.shape}")
+    mask = (s > 0) if where is None else np.asarray(where, dtype=bool)
+    if mask.shape != t.shape or not mask.any():
+        return {}
+    err = np.abs(e - t)[mask]
+    sig = s[mask]
+    rho = spearmanr(sig, err).statistic if len(err) > 2 and np.ptp(sig) > 0 and np.ptp(err) > 0 else np.nan
+    return {
+        "coverage90": float(np.mean(err <= Z90 * sig)),
+        "spearman": float(rho),
+        "mean_sigma": float(sig.mean()),
+        "rms_error": float(np.sqrt(np.mean(err**2))),
+    }

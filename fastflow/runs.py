@@ -205,6 +205,16 @@ class ScanSetup:
                                    settle=c.settle, seed=c.seed + seed_offset, start=start)
 
 
+def _reconstruction_model(method: str) -> dict[str, Any]:
+    """Provenance of a learned reconstruction's model (file and content hash); nothing for other methods."""
+    if method != "learned":
+        return {}
+    from fastflow.recon.learned import LearnedModel, default_model_path
+
+    model = LearnedModel.load(None)
+    return {"reconstruction_model": {"file": str(default_model_path()), "content_hash": model.content_hash}}
+
+
 def _integer(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
@@ -214,14 +224,13 @@ def _integer(value: Any, name: str, minimum: int) -> int:
 def _setup(config: ScanConfig) -> ScanSetup:
     from fastflow.images import load_sample
     from fastflow.instruments.simulated import parse_noise
-    from fastflow.recon import available_methods
+    from fastflow.recon import check_methods
     from fastflow.sampling.registry import make_sampler
 
     c = config
     c.batch_size = _integer(c.batch_size, "batch size", 1)
     c.seed = _integer(c.seed, "seed", 0)
-    if c.recon not in available_methods():
-        raise InputError(f"unknown reconstruction {c.recon!r}; available: {', '.join(available_methods())}")
+    check_methods(c.recon)
     stop = StopRules(coverage=c.coverage, time_budget=c.time_budget)
     c.coverage = stop.coverage
     snapshots = parse_fractions(c.snapshots, "snapshots (coverages)")
@@ -345,6 +354,7 @@ def create_run(config: ScanConfig, run_dir: str | os.PathLike | None = None, *,
             "batch_size": config.batch_size,
             "stop_rules": {"coverage": setup.stop.coverage, "time_budget_s": setup.stop.time_budget},
             "reconstruction_method": config.recon,
+            **_reconstruction_model(config.recon),
             "software": software_versions(),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             **dict(extra_attrs or {}),

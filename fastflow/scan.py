@@ -18,7 +18,7 @@ import numpy as np
 from fastflow.errors import InputError
 from fastflow.instruments.base import Instrument, Measurement
 from fastflow.metrics import evaluate
-from fastflow.recon import reconstruct
+from fastflow.recon import reconstruct_with_uncertainty
 from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.store import ScanStore
@@ -183,12 +183,21 @@ def run_scan(
     if route is None:
         route = not getattr(sampler, "ordered", True)
 
+    latest: dict[str, Any] = {}
+
+    def rebuild() -> tuple[np.ndarray, np.ndarray | None]:
+        """The reconstruction of every point so far (and its uncertainty), computed once per state."""
+        n_now = sum(len(part) for part in idx_parts)
+        if latest.get("n") != n_now:
+            indices, values = np.concatenate(idx_parts), np.concatenate(val_parts)
+            latest.update(n=n_now, result=reconstruct_with_uncertainty(grid, indices, values, method=recon_method))
+        return latest["result"]
+
     def snapshot(n_measured: int) -> None:
-        indices, values = np.concatenate(idx_parts), np.concatenate(val_parts)
-        image = reconstruct(grid, indices, values, method=recon_method)
+        image, sigma = rebuild()
         metrics = evaluate(truth, image) if truth is not None else {}
         cov = n_measured / n_total
-        store.add_snapshot(cov, image, metrics)
+        store.add_snapshot(cov, image, metrics, uncertainty=sigma)
         done_snapshots.add(n_measured)
 
     last = {"batch": idx_parts[-1] if idx_parts else None}   # the batch the stage visits last, for routes
@@ -279,8 +288,9 @@ def run_scan(
         raise InputError("the scan measured no points; check the sampler and stop rules")
     if sampler.n_measured not in done_snapshots:
         snapshot(sampler.n_measured)
-    final = reconstruct(grid, np.concatenate(idx_parts), np.concatenate(val_parts), method=recon_method)
-    store.set_reconstruction(final, method=recon_method, coverage=sampler.coverage, n_points=store.n_points)
+    final, final_sigma = rebuild()
+    store.set_reconstruction(final, uncertainty=final_sigma, method=recon_method, coverage=sampler.coverage,
+                             n_points=store.n_points)
     acquisition_time = t_offset + float(instrument.elapsed)
     path_length = path_offset + float(instrument.path_length)
     store.update_attrs(acquisition_time_s=acquisition_time, path_length=path_length, coverage_reached=sampler.coverage)

@@ -11,6 +11,9 @@ Layout (``xarray.open_zarr(path, consolidated=False)`` returns it as a Dataset):
     channel       str      channel names (coordinate)
     reconstruction (y, x)            float64  latest reconstruction of channel 0 (NaN until one is written)
     snapshots      (coverage, y, x)  float64  reconstructions at chosen coverages
+    uncertainty    (y, x)            float64  standard deviation of the latest reconstruction's error, where
+                                              its method estimates one (``learned``); NaN otherwise
+    snapshot_uncertainty (coverage, y, x)     the same for each snapshot
     coverage       (coverage,)       float64  coverage of each snapshot; snapshot_points (coverage,) int64
     nrmse, ssim, psnr (coverage,)    float64  metrics against a ground truth, when the store has one
     attrs: grid, channels, provenance, n_points, status, stop_reason, ...
@@ -213,6 +216,15 @@ class ScanStore:
             "snapshots", shape=(0, ny, nx), chunks=(1, *img_chunks), dtype="float64", fill_value=np.nan,
             dimension_names=["coverage", "y", "x"],
         )
+        unc = group.create_array(
+            "uncertainty", shape=(ny, nx), chunks=img_chunks, dtype="float64", fill_value=np.nan,
+            dimension_names=["y", "x"],
+        )
+        unc.attrs["description"] = "standard deviation of the reconstruction's error (NaN: not estimated)"
+        group.create_array(
+            "snapshot_uncertainty", shape=(0, ny, nx), chunks=(1, *img_chunks), dtype="float64",
+            fill_value=np.nan, dimension_names=["coverage", "y", "x"],
+        )
         group.create_array("coverage", shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
                            dimension_names=["coverage"])
         group.create_array("snapshot_points", shape=(0,), chunks=(256,), dtype="int64", fill_value=-1,
@@ -346,24 +358,46 @@ class ScanStore:
                              {"n_points": n0 + n, "n_batches": max(b + 1, int(self._attrs["n_batches"]))})
         return self.n_points
 
-    def set_reconstruction(self, image: np.ndarray, **attrs: Any) -> None:
-        """Replace the latest reconstruction (``(ny, nx)``) and record ``attrs`` (e.g. method, coverage)."""
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether the store can hold uncertainty maps (stores of fastflow 0.1 cannot)."""
+        return "uncertainty" in self._meta
+
+    def uncertainty(self) -> np.ndarray | None:
+        """The latest reconstruction's standard deviation map, or None if none was written."""
+        if not self.has_uncertainty:
+            return None
+        sigma = self._read("uncertainty")
+        return None if np.isnan(sigma).all() else sigma
+
+    def set_reconstruction(self, image: np.ndarray, uncertainty: np.ndarray | None = None, **attrs: Any) -> None:
+        """Replace the latest reconstruction (``(ny, nx)``), and its uncertainty map where the method gives
+        one, and record ``attrs`` (e.g. method, coverage)."""
         self._check_writable()
         image = self._check_image(image)
+        sigma = self._uncertainty_or_nan(uncertainty)
         with self._transaction():
             sync(self._array("reconstruction").setitem(slice(None), image))
-            self._commit({"reconstruction": {k: jsonable(v) for k, v in attrs.items()}})
+            names = {"reconstruction": {k: jsonable(v) for k, v in attrs.items()}}
+            if sigma is not None:
+                sync(self._array("uncertainty").setitem(slice(None), sigma))
+            self._commit(names)
 
-    def add_snapshot(self, coverage: float, image: np.ndarray, metrics: Mapping[str, float] | None = None) -> None:
-        """Append a snapshot reconstruction at ``coverage`` (and its metrics, if the store has them)."""
+    def add_snapshot(self, coverage: float, image: np.ndarray, metrics: Mapping[str, float] | None = None,
+                     uncertainty: np.ndarray | None = None) -> None:
+        """Append a snapshot reconstruction at ``coverage`` (its metrics, if the store has them, and its
+        uncertainty map, where the method gives one)."""
         self._check_writable()
         image = self._check_image(image)
+        sigma = self._uncertainty_or_nan(uncertainty)
         k = self.n_snapshots
         columns: dict[str, tuple[int, np.ndarray]] = {
             "snapshots": (k, image[None]),
             "coverage": (k, np.array([coverage], dtype=np.float64)),
             "snapshot_points": (k, np.array([self.n_points])),
         }
+        if sigma is not None:
+            columns["snapshot_uncertainty"] = (k, sigma[None])
         if self.has_metrics:
             metrics = metrics or {}
             for name in METRIC_NAMES:
@@ -435,6 +469,14 @@ class ScanStore:
                 f"writing to {self.path} failed ({exc.strerror or exc}); the {self.n_points} points committed "
                 "before are safe: fix the cause (e.g. free disk space) and resume the scan"
             ) from exc
+
+    def _uncertainty_or_nan(self, uncertainty: np.ndarray | None) -> np.ndarray | None:
+        """The map to write (NaN where none is given), or None for a store without uncertainty arrays."""
+        if not self.has_uncertainty:
+            return None
+        if uncertainty is None:
+            return np.full(self.grid.shape, np.nan)
+        return self._check_image(uncertainty)
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image, dtype=np.float64)

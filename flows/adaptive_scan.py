@@ -67,17 +67,15 @@ def adaptive_scan(
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
 
-    from fastflow.errors import InputError
-    from fastflow.recon import available_methods
+    from fastflow.recon import check_methods
     from fastflow.runs import ScanConfig, find_run, open_instructions, runs_root, scan_markdown
     from flows.reconstruct_and_evaluate import reconstruct_and_evaluate
     from tasks.publishing import publish_run
     from tasks.scanning import acquire, create_scan_run
 
     # 1. validate everything first
-    unknown = [m for m in evaluate_methods if m not in available_methods()]
-    if unknown:
-        raise InputError(f"unknown evaluation method(s) {', '.join(unknown)}; available: {', '.join(available_methods())}")
+    if evaluate_methods:
+        check_methods(evaluate_methods, "evaluation")
     uri, key = tiled_target(tiled_uri, api_key)
     if resume:
         folder = str(find_run(resume, data_dir))

@@ -52,14 +52,13 @@ def benchmark_samplers(
 
     from fastflow import benchmark
     from fastflow.errors import InputError
-    from fastflow.recon import available_methods
+    from fastflow.recon import check_methods
     from fastflow.runs import runs_root
     from flows.adaptive_scan import tiled_target
     from tasks.publishing import publish_dataset
 
     samplers, images, coverages, seeds = benchmark.check_sweep(samplers, images, coverages, seeds)
-    if recon not in available_methods():
-        raise InputError(f"unknown reconstruction {recon!r}; available: {', '.join(available_methods())}")
+    check_methods(recon)
     if noise not in (None, "", "none"):
         from fastflow.instruments.simulated import parse_noise
 

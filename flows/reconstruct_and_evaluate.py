@@ -22,7 +22,7 @@ def plan_evaluation(runs: list[str], coverages: list[float] | None, methods: lis
     side: ``chunk`` if given, else 1024 for images above 2048x2048 pixels, else None (one piece).
     """
     from fastflow.errors import InputError
-    from fastflow.recon import available_methods
+    from fastflow.recon import check_methods
     from fastflow.runs import STORE_NAME, find_run
     from fastflow.scan import parse_fractions
     from fastflow.store import ScanStore
@@ -31,10 +31,7 @@ def plan_evaluation(runs: list[str], coverages: list[float] | None, methods: lis
         runs = [runs]
     if not runs:
         raise InputError("reconstruct_and_evaluate needs at least one run")
-    unknown = [m for m in methods if m not in available_methods()]
-    if not methods or unknown:
-        raise InputError(f"unknown reconstruction method(s) {unknown or methods}; "
-                         f"available: {', '.join(available_methods())}")
+    check_methods(methods)
     wanted = parse_fractions(coverages, "evaluation coverage") if coverages else None
     plan = []
     for run in runs:
@@ -86,7 +83,7 @@ def reconstruct_and_evaluate(
     coverages : list of float, optional
         Default: each run's snapshot coverages.
     methods : list of str
-        Reconstruction methods (idw, biharmonic).
+        Reconstruction methods (idw, biharmonic, learned; learned also stores its uncertainty map).
     chunk : int, optional
         Rebuild IDW images in blocks of this side, spread over the workers (default: for images above
         2048x2048 pixels, blocks of 1024).

@@ -36,7 +36,7 @@ def train_erd_model(
     """Train one ERD model per c, keep the c whose simulated validation scans are best.
 
     Without ``training_set``, one is generated first (``generate_training_data`` on the default images).
-    Writes ``erd-c<c>.npz`` per c, ``erd-model.npz`` (the chosen one), ``model-card.json`` and
+    Writes ``erd-c<c>.safetensors`` per c, ``erd-model.safetensors`` (the chosen one), ``model-card.json`` and
     ``validation.png`` (NRMSE against coverage per c and validation image) to ``out``, and shows the card
     and the scores as Prefect artifacts.
     """
@@ -70,7 +70,7 @@ def train_erd_model(
         training_set, c_values, seed, max_iter, str(folder), validation_images, max(96, max_side * 5 // 8))
     models = {c: ERDModel.load(p) for c, p in paths.items()}
     model = select_c(models, scores, validation_images=validation_images)
-    model.save(folder / "erd-model.npz")
+    model.save(folder / "erd-model.safetensors")
     (folder / "model-card.json").write_text(card_json(model))
     figure = selection_figure(scores, SELECTION_COVERAGES, folder / "validation.png")
     create_table_artifact([{"c": c, "mean_nrmse": round(s["mean_nrmse"], 5), "r2": round(s.get("r2", float("nan")), 4)}
@@ -78,7 +78,7 @@ def train_erd_model(
                           description="Validation scans per c (lower NRMSE is better)")
     create_markdown_artifact(f"# ERD model card (chosen c = {model.card['c']:g})\n\n```json\n{card_json(model)}\n```",
                              key="erd-model-card", description="The chosen model's card")
-    return {"model": str(folder / "erd-model.npz"), "card": json.loads(card_json(model)), "figure": figure,
+    return {"model": str(folder / "erd-model.safetensors"), "card": json.loads(card_json(model)), "figure": figure,
             "scores": {f"{c:g}": s for c, s in scores.items()}, "training_set": training_set}
 
 

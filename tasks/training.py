@@ -54,9 +54,9 @@ def assemble_training_set(chunk_paths: list[str], out: str) -> str:
 
 @task(name="fit-erd-model", persist_result=False, retries=1, retry_condition_fn=retry_unless_user_error)
 def fit_for_c(training_set: str, c: float, seed: int, max_iter: int, out_dir: str) -> str:
-    """Fit the ERD network for one ``c`` and save it (safe .npz with its card); returns the file."""
+    """Fit the ERD network for one ``c`` and save it (safetensors file with its card); returns the file."""
     model = fit.fit_model(fit.load_training_set(training_set), c, seed=seed, max_iter=max_iter)
-    path = Path(out_dir) / f"erd-c{c:g}.npz"
+    path = Path(out_dir) / f"erd-c{c:g}.safetensors"
     model.save(path)
     logger().info("c=%g: R2 %.3f on held-out chunks -> %s", c, model.card["validation"].get("r2", float("nan")), path)
     return str(path)

@@ -35,3 +35,34 @@ def prefect_api() -> str:
             yield url
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_learned_model_path(tmp_path_factory):
+    """A small completion model for noisy particle images, trained in under a minute (tests only).
+
+    It is trained with the library's own training-set generator and training loop, restricted to one
+    phantom class, Poisson noise and random masks, so the tests exercise the real path end to end.
+    """
+    torch = pytest.importorskip("torch")
+    from fastflow.recon.learned_data import TrainingSet, chunk_samples
+    from fastflow.recon.learned_training import LearnedTrainingConfig, train_learned_model
+
+    torch.set_num_threads(1)
+    kind = dict(families=["random"], classes={"particles": 1.0}, noise_shares=(0, 1, 0))
+    train = TrainingSet.from_chunks([chunk_samples(i, sources=12, crop=48, crops_per_source=3, **kind)
+                                     for i in range(5)])
+    val = TrainingSet.from_chunks([chunk_samples(0, sources=8, crop=48, split="validation", **kind)])
+    config = LearnedTrainingConfig(base=8, depth=3, steps=400, batch_size=8, learning_rate=3e-3, warmup=20,
+                                   checkpoint_every=0, validate_every=0)
+    model, _ = train_learned_model(train, val, config)
+    path = tmp_path_factory.mktemp("learned") / "tiny.safetensors"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_learned_model(tiny_learned_model_path):
+    from fastflow.recon.learned import LearnedModel
+
+    return LearnedModel.load(tiny_learned_model_path)

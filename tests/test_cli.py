@@ -157,11 +157,11 @@ def test_train_then_scan_with_the_trained_model(tmp_path):
                       "--c", "2,8", "--rows", "300", "--max-iter", "5", "--max-side", "64")
     assert result.returncode == 0, result.stderr
     assert "chosen c" in result.stdout
-    for name in ("erd-model.npz", "erd-c2.npz", "erd-c8.npz", "model-card.json"):
+    for name in ("erd-model.safetensors", "erd-c2.safetensors", "erd-c8.safetensors", "model-card.json"):
         assert (out / name).is_file()
     card = json.loads((out / "model-card.json").read_text())
     assert card["training_images"] == ["camera", "grains:3"] and set(card["selection"]["scores"]) == {"2", "8"}
-    scan = fastflow("scan", "--sample", "coins", "--sampler", "fast", "--model", str(out / "erd-model.npz"),
+    scan = fastflow("scan", "--sample", "coins", "--sampler", "fast", "--model", str(out / "erd-model.safetensors"),
                     "--stop-coverage", "0.03", "--out", str(tmp_path / "run"), "--report", "json", "--evaluate", "none")
     assert scan.returncode == 0, scan.stderr
     assert json.loads(scan.stdout)["n_points"] == round(0.03 * 303 * 384)
@@ -176,3 +176,19 @@ def test_bad_model_and_training_inputs(tmp_path):
     assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--c", "2,-1"), "--c")
     assert_user_error(fastflow("train", "--out", str(tmp_path / "m"), "--images", "camera",
                                "--validation-images", "camera"), "camera")
+
+
+def test_convert_model_turns_an_old_npz_into_a_model_file(tmp_path):
+    from fastflow.erd import ERDModel
+    from fastflow.sampling.slads import default_model_path
+
+    model = ERDModel.load(default_model_path())
+    old = tmp_path / "old.npz"
+    np.savez(old, format=np.array("fastflow-erd-model"), format_version=np.array(1),
+             card_json=np.array(json.dumps(model.card)), **dict(model.named_arrays()))
+    new = tmp_path / "new.safetensors"
+    result = fastflow("convert-model", str(old), str(new))
+    assert result.returncode == 0, result.stderr
+    assert ERDModel.load(new).content_hash() == model.content_hash()
+    assert_user_error(fastflow("convert-model", str(old), str(new)), "already exists")
+    assert_user_error(fastflow("scan", "--sampler", "fast", "--model", str(old)), "convert-model")

@@ -37,6 +37,7 @@ EXPECTED = {
     "benchmark-samplers/nightly": "flows/benchmark_samplers.py:benchmark_samplers",
     "generate-training-data/on-demand": "flows/generate_training_data.py:generate_training_data",
     "train-erd-model/on-demand": "flows/train_erd_model.py:train_erd_model",
+    "train-learned-model/on-demand": "flows/train_learned_model.py:train_learned_model",
     "reconstruct-and-evaluate/on-demand": "flows/reconstruct_and_evaluate.py:reconstruct_and_evaluate",
 }
 SERVER_START_S = 120    # about 13 s on a fresh database here; generous for a busy machine

@@ -526,17 +526,35 @@ def test_ioc_killed_five_times_then_fastflow_scan_resume_completes(live, tmp_pat
                                     instrument="epics", pv_map=pv_map), tmp_path / "run")
     rng = np.random.default_rng(11)
     counts = [0]
+
+    def kill_while_measuring(before: int, delay: float, killed_at: list[float]) -> None:
+        # kill once this attempt has connected and measures (a kill during the connection is another test's
+        # case), so that a slow start on a busy machine does not turn it into a connection failure
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if _get(PREFIX + "DET:COUNT") > before:
+                    break
+            except InstrumentError:
+                pass
+            time.sleep(0.01)
+        time.sleep(delay)
+        killed_at.append(time.monotonic())
+        live.kill()
+
     for kill in range(5):
         if not live.running:
             live.restart()
-        timer = threading.Timer(rng.uniform(0.1, 0.4), live.kill)
-        timer.start()
-        t0 = time.monotonic()
+        killed_at: list[float] = []
+        before = int(_get(PREFIX + "DET:COUNT"))  # acquisitions so far (the IOC serves the whole module)
+        killer = threading.Thread(target=kill_while_measuring, args=(before, rng.uniform(0.05, 0.25), killed_at))
+        killer.start()
         with pytest.raises(InstrumentError) as failure:
             acquire(run_dir, figure=False)
-        timer.join()
+        stopped = time.monotonic()
+        killer.join()
         # the scan stopped within the timeout, naming the PV and the last point measured
-        assert time.monotonic() - t0 < 0.4 + TIMEOUTS["acquire"] + TIMEOUTS["move"] + 3
+        assert stopped - killed_at[0] < TIMEOUTS["acquire"] + TIMEOUTS["move"] + 3
         assert PREFIX in str(failure.value) and "last point" in str(failure.value)
         store = ScanStore.open(run_dir / "scan.zarr")
         assert store.attrs["status"] == "failed"

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from sklearn.neural_network import MLPRegressor
 
 from fastflow.erd import ERDModel, ModelError, feature_statistics, make_rbf_map
+from fastflow.erd.model import convert_npz_model
+from fastflow.modelfile import content_hash, write_model_file
 from fastflow.errors import FastflowError, InputError
 
 TARGET_SCALE = 40.0
@@ -47,12 +49,20 @@ def fitted() -> tuple[ERDModel, MLPRegressor, np.ndarray]:
 @pytest.fixture
 def saved(fitted, tmp_path: Path) -> Path:
     model = fitted[0]
-    return model.save(tmp_path / "erd.npz")
+    return model.save(tmp_path / "erd.safetensors")
 
 
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+def _contents(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    with safe_open(path, framework="np") as fh:
+        return {key: fh.get_tensor(key) for key in fh.keys()}, fh.metadata()
+
+
+def _rewrite(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str], *, rehash: bool = True) -> None:
+    """Write ``arrays`` as a model file with ``metadata``, the card's hash updated unless ``rehash`` is off."""
+    card = json.loads(metadata["fastflow.card"])
+    if rehash:
+        card["content_hash"] = content_hash(arrays)
+    save_file(arrays, path, metadata={**metadata, "fastflow.card": json.dumps(card)})
 
 
 def _refused(path: Path, match: str | None = None) -> str:
@@ -193,9 +203,10 @@ def test_save_load_round_trip(fitted, saved):
     assert loaded.card == {**model.card, "content_hash": model.content_hash()}
     assert "content_hash" not in model.card  # saving does not change the model in memory
     assert loaded.describe() == model.describe()
-    stored = _arrays(saved)
-    assert str(stored["format"]) == "fastflow-erd-model" and int(stored["format_version"]) == 1
-    assert json.loads(str(stored["card_json"]))["content_hash"] == model.content_hash()
+    arrays, metadata = _contents(saved)
+    assert metadata["fastflow.format"] == "fastflow-erd-model" and metadata["fastflow.format_version"] == "2"
+    assert json.loads(metadata["fastflow.card"])["content_hash"] == model.content_hash()
+    assert arrays["target_scale"].shape == () and arrays["layer0_weights"].dtype == np.float64
 
 
 def test_save_writes_exact_name_and_replaces(fitted, tmp_path):
@@ -217,160 +228,72 @@ def test_content_hash_ignores_card_and_sees_weights(fitted):
     assert rescaled.content_hash() != model.content_hash()
 
 
-def test_refuses_random_bytes(tmp_path):
-    path = tmp_path / "noise.npz"
-    path.write_bytes(np.random.default_rng(0).bytes(2000))
-    _refused(path, "not an .npz")
-
-
-def test_refuses_text_file(tmp_path):
-    path = tmp_path / "notes.npz"
-    path.write_text("this is not a model\n")
-    _refused(path, "not an .npz")
-
-
-def test_refuses_empty_and_npy_files(tmp_path):
-    empty = tmp_path / "empty.npz"
-    empty.write_bytes(b"")
-    _refused(empty, "empty")
-    npy = tmp_path / "single.npz"
-    with open(npy, "wb") as fh:
-        np.save(fh, np.zeros(3))
-    _refused(npy, ".npy")
-
-
-@pytest.mark.parametrize("keep", [0.9, 0.5, 0.05])
-def test_refuses_truncated_file(saved, tmp_path, keep):
-    data = saved.read_bytes()
-    path = tmp_path / "cut.npz"
-    path.write_bytes(data[: int(len(data) * keep)])
-    _refused(path)
-
-
-def test_refuses_nonexistent_path(tmp_path):
-    _refused(tmp_path / "absent.npz", "no such file")
-
-
-def test_refuses_directory(tmp_path):
-    directory = tmp_path / "models.npz"
-    directory.mkdir()
-    _refused(directory, "not a regular file")
-
-
 def test_refuses_missing_array(saved, tmp_path):
-    arrays = _arrays(saved)
+    arrays, metadata = _contents(saved)
     del arrays["rbf_offset"]
-    path = tmp_path / "partial.npz"
-    np.savez(path, **arrays)
-    assert _refused(path) == f"{path} is not a fastflow ERD model: missing array 'rbf_offset'"
+    path = tmp_path / "partial.safetensors"
+    _rewrite(path, arrays, metadata)
+    assert _refused(path) == f"{path} is not a valid ERD model: missing array 'rbf_offset'"
 
 
 def test_refuses_missing_layer_and_extra_array(saved, tmp_path):
-    arrays = _arrays(saved)
-    path = tmp_path / "layers.npz"
-    np.savez(path, **{k: v for k, v in arrays.items() if k != "layer1_bias"})
+    arrays, metadata = _contents(saved)
+    path = tmp_path / "layers.safetensors"
+    _rewrite(path, {k: v for k, v in arrays.items() if k != "layer1_bias"}, metadata)
     _refused(path, "layer1_bias")
-    np.savez(path, **arrays, extra=np.zeros(2))
+    _rewrite(path, {**arrays, "extra": np.zeros(2)}, metadata)
     _refused(path, "unexpected array 'extra'")
 
 
 def test_refuses_wrong_shape(saved, tmp_path):
-    arrays = _arrays(saved)
-    arrays["layer1_weights"] = arrays["layer1_weights"][:, :4]
-    path = tmp_path / "shape.npz"
-    np.savez(path, **arrays)
+    arrays, metadata = _contents(saved)
+    arrays["layer1_weights"] = np.ascontiguousarray(arrays["layer1_weights"][:, :4])
+    path = tmp_path / "shape.safetensors"
+    _rewrite(path, arrays, metadata)
     _refused(path, "layer1_bias must have shape")
-
-
-def test_refuses_integer_weights(saved, tmp_path):
-    arrays = _arrays(saved)
-    arrays["rbf_offset"] = arrays["rbf_offset"].astype(np.int64)
-    path = tmp_path / "ints.npz"
-    np.savez(path, **arrays)
-    _refused(path, "'rbf_offset' has dtype int64")
-
-
-def test_refuses_nan_weights(saved, tmp_path):
-    arrays = _arrays(saved)
-    arrays["layer0_weights"][3, 4] = np.nan
-    path = tmp_path / "nan.npz"
-    np.savez(path, **arrays)
-    _refused(path, "NaN")
+    arrays, _ = _contents(saved)
+    _rewrite(path, {**arrays, "target_scale": np.ones(2)}, metadata)
+    _refused(path, "target_scale must be a scalar")
 
 
 def test_refuses_nonpositive_feature_scale(saved, tmp_path):
-    arrays = _arrays(saved)
+    arrays, metadata = _contents(saved)
     arrays["feature_scale"][2] = 0.0
-    path = tmp_path / "scale.npz"
-    np.savez(path, **arrays)
+    path = tmp_path / "scale.safetensors"
+    _rewrite(path, arrays, metadata)
     _refused(path, "feature_scale must be > 0")
 
 
-def test_refuses_hash_mismatch(saved, tmp_path):
-    arrays = _arrays(saved)
+def test_refuses_edited_weights(saved, tmp_path):
+    arrays, metadata = _contents(saved)
     arrays["layer2_weights"][0, 0] += 1e-9
-    path = tmp_path / "edited.npz"
-    np.savez(path, **arrays)
+    path = tmp_path / "edited.safetensors"
+    _rewrite(path, arrays, metadata, rehash=False)
     _refused(path, "integrity check")
 
 
-def test_refuses_card_without_hash_or_bad_json(saved, tmp_path):
-    arrays = _arrays(saved)
-    path = tmp_path / "card.npz"
-    card = json.loads(str(arrays["card_json"]))
-    del card["content_hash"]
-    np.savez(path, **{**arrays, "card_json": np.array(json.dumps(card))})
-    _refused(path, "content_hash")
-    np.savez(path, **{**arrays, "card_json": np.array("{not json")})
-    _refused(path, "not valid JSON")
-    np.savez(path, **{**arrays, "card_json": np.array("[1, 2]")})
-    _refused(path, "JSON object")
+def test_refuses_another_kind_of_model(tmp_path):
+    path = write_model_file(tmp_path / "net.safetensors", {"w": np.ones(3)}, kind="fastflow-inpainting-model",
+                            version=1)
+    _refused(path, "'fastflow-inpainting-model' file, not a ERD model")
 
 
-def test_refuses_other_format_and_version(saved, tmp_path):
-    arrays = _arrays(saved)
-    path = tmp_path / "other.npz"
-    np.savez(path, x=np.zeros(3), y=np.ones(2))
-    _refused(path, "no 'format' entry")
-    np.savez(path, **{**arrays, "format": np.array("someone-else")})
-    _refused(path, "someone-else")
-    np.savez(path, **{**arrays, "format_version": np.array(2)})
-    _refused(path, "format version 2")
-
-
-class _Tripwire:
-    """Unpickling this object records that code ran during a load."""
-
-    ran = False
-
-    def __reduce__(self):
-        return (_trip, ())
-
-
-def _trip():
-    _Tripwire.ran = True
-    return "tripped"
-
-
-def test_refuses_object_array_without_unpickling(saved, tmp_path):
-    arrays = _arrays(saved)
-    path = tmp_path / "pickled.npz"
-    # np.savez pickles object arrays by default; loading must refuse before unpickling anything
-    np.savez(path, **{**arrays, "rbf_offset": np.array([_Tripwire()] * 50, dtype=object)})
-    _refused(path, "Python objects")
-    np.savez(path, **{**arrays, "card_json": np.array({"c": _Tripwire()}, dtype=object)})
-    _refused(path, "Python objects")
-    assert not _Tripwire.ran
-
-
-def test_refuses_oversized_array_header(saved, tmp_path):
-    # a member whose header claims far more data than the archive holds is refused before allocation
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
-    path = tmp_path / "huge.npz"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("rbf_offset.npy", header.getvalue() + b"\0" * 64)
-    _refused(path, "declares shape")
+def test_converts_a_format_1_npz_model(fitted, tmp_path):
+    model, _, x = fitted
+    old = tmp_path / "old.npz"
+    arrays = dict(model.named_arrays())
+    np.savez(old, format=np.array("fastflow-erd-model"), format_version=np.array(1),
+             card_json=np.array(json.dumps({**model.card, "content_hash": "0" * 64})), **arrays)
+    _refused(old, "convert-model")
+    converted = convert_npz_model(old, tmp_path / "new.safetensors")
+    loaded = ERDModel.load(tmp_path / "new.safetensors")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.content_hash() == converted.content_hash() == model.content_hash()
+    assert loaded.card["converted_from"] == {"file": "old.npz", "format_version": 1}
+    np.savez(old, x=np.zeros(3))
+    with pytest.raises(ModelError, match="not a fastflow ERD model"):
+        convert_npz_model(old, tmp_path / "other.safetensors")
+    assert not (tmp_path / "other.safetensors").exists()
 
 
 def test_model_error_is_fastflow_error():

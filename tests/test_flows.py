@@ -305,3 +305,44 @@ def test_killed_scan_resumes_without_losing_or_repeating_points(tmp_path):
                            timeout=120)
     assert again.returncode == 2 and "already complete" in again.stderr
     assert ScanStore.open(run_dir / "scan.zarr").attrs["status"] == "complete"    # the refusal changed nothing
+
+
+def test_learned_model_flow_then_a_scan_and_evaluation_with_uncertainty(sample, tmp_path, monkeypatch,
+                                                                        tiny_learned_model_path):
+    """train_learned_model (sets on Dask, torch in a task, artifacts); then a scan with --recon learned and a
+    learned evaluation, whose uncertainty reaches the store, evaluation.zarr and the published dataset."""
+    from fastflow.catalog import run_dataset
+    from fastflow.recon.learned import LearnedModel
+    from flows.adaptive_scan import adaptive_scan
+    from flows.train_learned_model import train_learned_model
+
+    params = dict(out=str(tmp_path / "learned"), train_sources=4, validation_sources=3, crop=32, steps=6,
+                  batch_size=4, base=4, depth=2, n_workers=2)
+    result = train_learned_model(**params)
+    model = LearnedModel.load(result["model"])
+    assert model.card["training"]["steps"] == 6 and model.card["content_hash"] == result["card"]["content_hash"]
+    assert all(Path(f).stat().st_size > 5_000 for f in result["figures"].values())
+    assert json.loads((tmp_path / "learned" / "model-card.json").read_text())["recipe"]["crop"] == 32
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"learned-model-card"} <= keys
+    again = train_learned_model(**params)           # a rerun of a finished training: nothing is redone
+    assert again["card"]["content_hash"] == result["card"]["content_hash"]
+    with pytest.raises(InputError, match="another recipe"):
+        train_learned_model(**{**params, "steps": 7})
+
+    monkeypatch.setenv("FASTFLOW_LEARNED_MODEL", str(tiny_learned_model_path))
+    data = tmp_path / "data"
+    report = adaptive_scan(sample=sample, sampler="halton", coverage=0.2, snapshots=[0.1, 0.2], recon="learned",
+                           data_dir=str(data), evaluate_methods=["idw", "learned"], n_workers=2)
+    store = ScanStore.open(report["store"])
+    sigma = store.uncertainty()
+    assert sigma is not None and sigma.shape == (48, 40) and np.all(sigma >= 0)
+    assert store.attrs["reconstruction_model"]["content_hash"] == LearnedModel.load(tiny_learned_model_path).content_hash
+    ev = xr.open_zarr(report["evaluation"], consolidated=False)
+    assert "sigma_learned" in ev and "sigma_idw" not in ev
+    assert 0 <= float(ev["coverage90_learned"][-1]) <= 1
+    published = run_dataset(report["run_dir"])
+    assert "uncertainty" in published and "eval_sigma_learned" in published

@@ -200,7 +200,7 @@ def test_biharmonic_full_coverage_is_identity() -> None:
 
 def test_available_methods() -> None:
     methods = available_methods()
-    assert set(methods) == set(RECONSTRUCTORS) == {"idw", "biharmonic"}
+    assert set(methods) == set(RECONSTRUCTORS) == {"idw", "linear", "biharmonic", "learned"}
     assert all(isinstance(text, str) and text and "\n" not in text for text in methods.values())
 
 
@@ -259,7 +259,7 @@ def test_bad_inputs_raise(method: str, indices, values, message: str) -> None:
 
 
 def test_unknown_method_lists_available() -> None:
-    with pytest.raises(InputError, match="available: biharmonic, idw"):
+    with pytest.raises(InputError, match="available: biharmonic, idw, learned, linear"):
         reconstruct(GRID, [[0, 0]], [1.0], method="kriging")
 
 

@@ -1,1 +1,1 @@
-"""Data shipped with fastflow: the default ERD model (``erd-default.npz``) and its card."""
+"""Data shipped with fastflow: the default ERD model (``erd-default.safetensors``) and its card."""

@@ -18,26 +18,24 @@ network weights, so a model file alone determines every prediction.
 
 File format
 -----------
-One ``.npz`` archive written by :func:`numpy.savez`, holding only plain numeric and text arrays, so that
-loading never unpickles anything (the reference stored joblib pickles, which run code when loaded):
+A fastflow model file (:mod:`fastflow.modelfile`: safetensors arrays and a JSON card, no pickle) of kind
+``"fastflow-erd-model"``, format version 2, holding float64 arrays:
 
 ==================================  ===========  =====================================================
-array                               dtype        content
+array                               shape        content
 ==================================  ===========  =====================================================
-``format``                          unicode 0-d  ``"fastflow-erd-model"``
-``format_version``                  int 0-d      ``1``
-``feature_mean``, ``feature_scale``  float (6,)   standardisation statistics (scale > 0)
-``rbf_weights``                     float (6, D) kernel-map projection
-``rbf_offset``                      float (D,)   kernel-map phases
-``layer{i}_weights``                float 2-D    layer ``i`` weights, ``i = 0 .. L-1``; chained shapes
-``layer{i}_bias``                   float 1-D    layer ``i`` bias; the last layer has one output
-``target_scale``                    float 0-d    output scale (> 0)
-``card_json``                       unicode 0-d  the model card as a JSON object, with ``content_hash``
+``feature_mean``, ``feature_scale``  (6,)         standardisation statistics (scale > 0)
+``rbf_weights``                     (6, D)       kernel-map projection
+``rbf_offset``                      (D,)         kernel-map phases
+``layer{i}_weights``                2-D          layer ``i`` weights, ``i = 0 .. L-1``; chained shapes
+``layer{i}_bias``                   1-D          layer ``i`` bias; the last layer has one output
+``target_scale``                    0-d          output scale (> 0)
 ==================================  ===========  =====================================================
 
-:meth:`ERDModel.load` validates all of it (archive, format, version, names, dtypes, shapes, finiteness,
-and the stored ``content_hash`` against a recomputed one) and raises :class:`ModelError`, with the file
-name and the problem on one line, for anything else.
+:meth:`ERDModel.load` validates all of it (the file checks of :func:`fastflow.modelfile.read_model_file`,
+then names, shapes and scales) and raises :class:`ModelError`, with the file name and the problem on one
+line, for anything else. Version 1 was an ``.npz`` archive; :func:`convert_npz_model` turns one into
+this format (``fastflow convert-model``).
 
 Model card
 ----------
@@ -66,8 +64,8 @@ Model card
 ``created``
     ISO 8601 creation time.
 ``content_hash``
-    :meth:`ERDModel.content_hash` of the arrays; written by :meth:`ERDModel.save`, checked by
-    :meth:`ERDModel.load`.
+    :meth:`ERDModel.content_hash` of the arrays (:func:`fastflow.modelfile.content_hash`); written by
+    :meth:`ERDModel.save`, checked by :meth:`ERDModel.load`.
 ``fastflow_version``
     The fastflow version that trained the model.
 
@@ -88,11 +86,8 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +96,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastflow.erd.features import N_FEATURES
-from fastflow.errors import FastflowError, InputError
+from fastflow.errors import InputError
+from fastflow.modelfile import ModelError, card_json, content_hash, read_model_file, write_model_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; scikit-learn is imported by callers, not here
     from sklearn.neural_network import MLPRegressor
@@ -110,35 +106,24 @@ __all__ = [
     "DEFAULT_N_COMPONENTS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "MAX_FILE_BYTES",
     "N_FEATURES",
     "ERDModel",
     "ModelError",
+    "convert_npz_model",
     "feature_statistics",
     "make_rbf_map",
     "rbf_transform",
 ]
 
 FORMAT_NAME = "fastflow-erd-model"
-FORMAT_VERSION = 1
-"""Number of SLADS features a model takes (see :mod:`fastflow.erd.features`)."""
+FORMAT_VERSION = 2
+"""Version 2: a safetensors model file (:mod:`fastflow.modelfile`); version 1 was an ``.npz`` archive."""
 DEFAULT_N_COMPONENTS = 50
-MAX_FILE_BYTES = 64 * 2**20
-"""Largest model file (and largest uncompressed array in it) :meth:`ERDModel.load` reads; the default
-model is about 30 kB, so this only stops hostile or mistaken files from exhausting memory."""
 PREDICT_CHUNK = 8192
 """Rows per block in :meth:`ERDModel.predict`: keeps the ``(chunk, D)`` temporaries in cache."""
 
 _PredictionArrays = tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
-_FIXED_ARRAYS = ("feature_mean", "feature_scale", "rbf_weights", "rbf_offset")
-_META_ARRAYS = ("format", "format_version", "card_json")
-
-
-class ModelError(FastflowError):
-    """An ERD model is invalid, or a model file cannot be read, is not a model, or fails validation."""
-
-
-# --------------------------------------------------------------------------------------------- kernel map
+_FIXED_ARRAYS = ("feature_mean", "feature_scale", "rbf_weights", "rbf_offset", "target_scale")
 
 
 def make_rbf_map(
@@ -329,7 +314,7 @@ class ERDModel:
         if not isinstance(self.card, Mapping):
             raise ModelError(f"the model card must be a JSON object (dict); got {type(self.card).__name__}")
         self.card = dict(self.card)
-        _card_json(self.card)
+        card_json(self.card)
 
     # ---------------------------------------------------------------------------------- description
 
@@ -508,7 +493,7 @@ class ERDModel:
         yield "target_scale", np.array(self.target_scale, dtype="<f8")
 
     def content_hash(self) -> str:
-        """SHA-256 (hex) of every numeric array with its name, dtype and shape, in file order.
+        """SHA-256 (hex) of the model's arrays (:func:`fastflow.modelfile.content_hash`).
 
         The model card is not hashed, so two models with equal weights have equal hashes whatever their
         cards say; the hash identifies the function the model computes.
@@ -518,12 +503,7 @@ class ERDModel:
         str
             64 lowercase hex digits.
         """
-        digest = hashlib.sha256(f"{FORMAT_NAME}/{FORMAT_VERSION}\n".encode())
-        for name, array in self.named_arrays():
-            canonical = np.ascontiguousarray(array, dtype="<f8")
-            digest.update(f"{name}|{canonical.dtype.str}|{canonical.shape}\n".encode())
-            digest.update(canonical.tobytes())
-        return digest.hexdigest()
+        return content_hash(dict(self.named_arrays()))
 
     # ------------------------------------------------------------------------------------ conversion
 
@@ -585,7 +565,7 @@ class ERDModel:
     # ------------------------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model to ``path`` as a pickle-free ``.npz`` (exactly that name, no suffix added).
+        """Write the model to ``path`` as a fastflow model file (safetensors; exactly that name).
 
         The file is written to a temporary name in the same directory and renamed, so an existing model
         is never left half-written. The card written carries ``content_hash``; ``self.card`` is not changed.
@@ -593,7 +573,7 @@ class ERDModel:
         Parameters
         ----------
         path : str or os.PathLike
-            Destination file; ``.npz`` is the conventional suffix.
+            Destination file; ``.safetensors`` is the conventional suffix.
 
         Returns
         -------
@@ -605,39 +585,20 @@ class ERDModel:
         ModelError
             If the file cannot be written.
         """
-        target = Path(path)
-        card = dict(self.card)
-        card["content_hash"] = self.content_hash()
-        arrays: dict[str, np.ndarray] = dict(self.named_arrays())
-        arrays["format"] = np.array(FORMAT_NAME)
-        arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
-        arrays["card_json"] = np.array(_card_json(card))
-        tmp_name = None
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, target)
-        except OSError as exc:
-            if tmp_name is not None and os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise ModelError(f"cannot write ERD model {os.fspath(path)}: {exc.strerror or exc}") from exc
-        return target
+        return write_model_file(
+            path, dict(self.named_arrays()), kind=FORMAT_NAME, version=FORMAT_VERSION, card=self.card
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ERDModel:
         """Read and validate a model written by :meth:`save`.
 
-        Nothing in the file is ever unpickled or executed: it must be a zip archive of ``.npy`` arrays
-        with plain float, integer or unicode dtypes, read with ``numpy.load(allow_pickle=False)`` after
-        their headers were checked.
+        Nothing in the file is ever unpickled or executed (see :func:`fastflow.modelfile.read_model_file`).
 
         Parameters
         ----------
         path : str or os.PathLike
-            A ``.npz`` model file.
+            A ``.safetensors`` ERD model file.
 
         Returns
         -------
@@ -647,38 +608,100 @@ class ERDModel:
         Raises
         ------
         ModelError
-            One line naming the file and the problem: missing or unreadable file, not an npz archive,
-            damaged archive, another program's npz, unsupported format version, missing or unexpected
-            array, wrong dtype or shape, non-finite values, invalid card, or a content hash that does
-            not match the arrays.
+            One line naming the file and the problem: missing or unreadable file, not a model file,
+            another kind of model, unsupported format version, missing or unexpected array, wrong shape,
+            non-finite values, invalid card, or a content hash that does not match the arrays.
         """
         name = os.fspath(path)
-        arrays = _read_npz(name)
-        _check_format(name, arrays)
-        n_layers = _count_layers(name, arrays)
-        card = _parse_card(name, arrays["card_json"])
+        model_file = read_model_file(name, kind=FORMAT_NAME, versions=(FORMAT_VERSION,), what="ERD model")
         try:
-            model = cls(
-                feature_mean=arrays["feature_mean"],
-                feature_scale=arrays["feature_scale"],
-                rbf_weights=arrays["rbf_weights"],
-                rbf_offset=arrays["rbf_offset"],
-                layers=[(arrays[f"layer{i}_weights"], arrays[f"layer{i}_bias"]) for i in range(n_layers)],
-                target_scale=_scalar_target_scale(arrays["target_scale"]),
-                card=card,
-            )
+            return cls._from_arrays(model_file.arrays, model_file.card)
         except ModelError as exc:
-            raise _not_a_model(name, str(exc)) from None
-        stored = card.get("content_hash")
-        if not isinstance(stored, str):
-            raise _not_a_model(name, "its card has no content_hash")
-        actual = model.content_hash()
-        if stored != actual:
-            raise ModelError(
-                f"{name} failed its integrity check: the arrays hash to {actual[:12]}... but the card says "
-                f"{stored[:12]}...; the file was modified or damaged, retrain or restore it"
-            )
-        return model
+            raise ModelError(f"{name} is not a valid ERD model: {exc}") from None
+
+    @classmethod
+    def _from_arrays(cls, arrays: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> ERDModel:
+        """A model from arrays named as :meth:`named_arrays` names them; a ModelError if any is off."""
+        for key in _FIXED_ARRAYS:
+            if key not in arrays:
+                raise ModelError(f"missing array {key!r}")
+        n = 0
+        while f"layer{n}_weights" in arrays or f"layer{n}_bias" in arrays:
+            for part in ("weights", "bias"):
+                if f"layer{n}_{part}" not in arrays:
+                    raise ModelError(f"missing array 'layer{n}_{part}'")
+            n += 1
+        if n == 0:
+            raise ModelError("missing array 'layer0_weights'")
+        known = set(_FIXED_ARRAYS) | {f"layer{i}_{p}" for i in range(n) for p in ("weights", "bias")}
+        extra = sorted(set(arrays) - known)
+        if extra:
+            raise ModelError(f"unexpected array {extra[0]!r}")
+        scale = np.asarray(arrays["target_scale"])
+        if scale.shape != ():
+            raise ModelError(f"target_scale must be a scalar; got shape {scale.shape}")
+        return cls(
+            feature_mean=arrays["feature_mean"],
+            feature_scale=arrays["feature_scale"],
+            rbf_weights=arrays["rbf_weights"],
+            rbf_offset=arrays["rbf_offset"],
+            layers=[(arrays[f"layer{i}_weights"], arrays[f"layer{i}_bias"]) for i in range(n)],
+            target_scale=float(scale[()]),
+            card=dict(card),
+        )
+
+
+def convert_npz_model(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> ERDModel:
+    """Convert an ERD model of fastflow 0.1 (format 1, an ``.npz`` archive) into a model file.
+
+    The archive is read with ``numpy.load(allow_pickle=False)``, so nothing in it is unpickled; its
+    arrays are checked as a model's are, and the card is carried over (with a new ``content_hash``).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        The ``.npz`` model.
+    target : str or os.PathLike
+        The new ``.safetensors`` file.
+
+    Returns
+    -------
+    ERDModel
+        The converted model.
+
+    Raises
+    ------
+    ModelError
+        If the archive cannot be read or is not a format-1 fastflow ERD model.
+    """
+    import json
+    import zipfile
+
+    name = os.fspath(source)
+    try:
+        with np.load(name, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"cannot read {name} as an .npz ERD model: {exc}") from None
+    if "format" not in arrays or str(arrays.pop("format")) != FORMAT_NAME:
+        raise ModelError(f"{name} is not a fastflow ERD model (.npz of format 1)")
+    version = int(arrays.pop("format_version", np.array(-1)))
+    if version != 1:
+        raise ModelError(f"{name} has ERD model format version {version}; only version 1 is converted")
+    try:
+        card = json.loads(str(arrays.pop("card_json")))
+    except (KeyError, ValueError):
+        raise ModelError(f"{name} is not a valid ERD model: its card is missing or not JSON") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{name} is not a valid ERD model: its card is not a JSON object")
+    card.pop("content_hash", None)
+    card["converted_from"] = {"file": Path(name).name, "format_version": 1}
+    try:
+        model = ERDModel._from_arrays(arrays, card)
+    except ModelError as exc:
+        raise ModelError(f"{name} is not a valid ERD model: {exc}") from None
+    model.save(target)
+    return model
 
 
 # ------------------------------------------------------------------------------------ validation helpers
@@ -748,14 +771,6 @@ def _check_shapes(
         raise ModelError(f"the last layer must have 1 output (the ERD); it has {n_in}")
 
 
-def _card_json(card: Mapping[str, Any]) -> str:
-    """The card as strict JSON text (sorted keys, no NaN), or a ModelError."""
-    try:
-        return json.dumps(card, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"the model card is not JSON-serialisable: {exc}") from None
-
-
 def _short_list(value: Any, limit: int = 6) -> str:
     if isinstance(value, str) or not isinstance(value, Sequence):
         return str(value)
@@ -767,138 +782,3 @@ def _short_list(value: Any, limit: int = 6) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-# ---------------------------------------------------------------------------------------- file reading
-
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_MAGIC = b"\x93NUMPY"
-_EXPECTED_KINDS = {"format": "U", "card_json": "U", "format_version": "iu"}
-
-
-def _not_a_model(name: str, problem: str) -> ModelError:
-    return ModelError(f"{name} is not a fastflow ERD model: {problem}")
-
-
-def _read_npz(name: str) -> dict[str, np.ndarray]:
-    """Every array of the archive ``name``, after checking the file and each array header; no unpickling."""
-    _check_file(name)
-    try:
-        with np.load(name, allow_pickle=False) as npz:
-            arrays = {}
-            for member in npz.zip.infolist():
-                key = member.filename.removesuffix(".npy")
-                _check_member(name, npz.zip, member, key)
-                arrays[key] = npz[key]
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parse failure means "damaged file"
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise _not_a_model(name, f"damaged or truncated archive ({type(exc).__name__}: {detail})") from exc
-    return arrays
-
-
-def _check_file(name: str) -> None:
-    """Raise ModelError unless ``name`` is a readable regular file of sane size starting like a zip."""
-    try:
-        size = os.stat(name).st_size
-        if not os.path.isfile(name):
-            raise ModelError(f"cannot read ERD model {name}: it is not a regular file")
-        with open(name, "rb") as fh:
-            head = fh.read(8)
-    except FileNotFoundError:
-        raise ModelError(f"cannot read ERD model {name}: no such file") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read ERD model {name}: {exc.strerror or exc}") from None
-    if size == 0:
-        raise _not_a_model(name, "the file is empty")
-    if size > MAX_FILE_BYTES:
-        raise _not_a_model(name, f"the file is {size} bytes, more than the {MAX_FILE_BYTES} a model may have")
-    if head.startswith(_NPY_MAGIC):
-        raise _not_a_model(name, "it is a single .npy array, not an .npz archive")
-    if not head.startswith(_ZIP_MAGIC):
-        raise _not_a_model(name, "it is not an .npz (zip) archive")
-
-
-def _check_member(name: str, archive: Any, member: Any, key: str) -> None:
-    """Check one archive member's ``.npy`` header (dtype, size) before numpy reads its data."""
-    if not member.filename.endswith(".npy"):
-        raise _not_a_model(name, f"unexpected archive member {member.filename!r}")
-    if member.file_size > MAX_FILE_BYTES:
-        raise _not_a_model(name, f"array {key!r} is too large ({member.file_size} bytes)")
-    with archive.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise _not_a_model(name, f"array {key!r} uses unsupported .npy version {version}")
-    if dtype.hasobject:
-        raise _not_a_model(name, f"array {key!r} holds Python objects (pickled data), which are never loaded")
-    kinds = _EXPECTED_KINDS.get(key, "f")
-    if dtype.kind not in kinds:
-        raise _not_a_model(name, f"array {key!r} has dtype {dtype}, expected {_kind_name(kinds)}")
-    if math.prod(shape) * dtype.itemsize > member.file_size:
-        raise _not_a_model(name, f"array {key!r} declares shape {shape} but the archive holds less data")
-
-
-def _kind_name(kinds: str) -> str:
-    return {"f": "a float dtype", "U": "a unicode string", "iu": "an integer"}[kinds]
-
-
-def _check_format(name: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Format name and version first, so another program's npz gets that message, then required arrays."""
-    if "format" not in arrays:
-        found = ", ".join(sorted(arrays)[:8]) or "none"
-        raise _not_a_model(name, f"it has no 'format' entry (arrays found: {found})")
-    fmt = arrays["format"]
-    if fmt.shape != () or str(fmt[()]) != FORMAT_NAME:
-        raise _not_a_model(name, f"its format is {str(fmt)[:60]!r}, not {FORMAT_NAME!r}")
-    if "format_version" not in arrays or arrays["format_version"].shape != ():
-        raise _not_a_model(name, "missing array 'format_version'")
-    version = int(arrays["format_version"][()])
-    if version != FORMAT_VERSION:
-        raise ModelError(
-            f"{name} has ERD model format version {version}; this fastflow reads version {FORMAT_VERSION}"
-            + (" (upgrade fastflow)" if version > FORMAT_VERSION else "")
-        )
-    for key in (*_FIXED_ARRAYS, "target_scale", "card_json"):
-        if key not in arrays:
-            raise _not_a_model(name, f"missing array {key!r}")
-
-
-def _count_layers(name: str, arrays: Mapping[str, np.ndarray]) -> int:
-    """Number of consecutive ``layer{i}_weights``/``layer{i}_bias`` pairs; no other array may be present."""
-    n = 0
-    while f"layer{n}_weights" in arrays or f"layer{n}_bias" in arrays:
-        for part in ("weights", "bias"):
-            if f"layer{n}_{part}" not in arrays:
-                raise _not_a_model(name, f"missing array 'layer{n}_{part}'")
-        n += 1
-    if n == 0:
-        raise _not_a_model(name, "missing array 'layer0_weights'")
-    known = {*_FIXED_ARRAYS, *_META_ARRAYS, "target_scale"}
-    known.update(f"layer{i}_{part}" for i in range(n) for part in ("weights", "bias"))
-    extra = sorted(set(arrays) - known)
-    if extra:
-        raise _not_a_model(name, f"unexpected array {extra[0]!r}")
-    return n
-
-
-def _scalar_target_scale(array: np.ndarray) -> float:
-    if array.shape != ():
-        raise ModelError(f"target_scale must be a scalar; got shape {array.shape}")
-    return float(array[()])
-
-
-def _parse_card(name: str, array: np.ndarray) -> dict[str, Any]:
-    if array.shape != ():
-        raise _not_a_model(name, f"card_json must be a single string; got shape {array.shape}")
-    try:
-        card = json.loads(str(array[()]))
-    except ValueError as exc:
-        raise _not_a_model(name, f"card_json is not valid JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise _not_a_model(name, f"card_json must be a JSON object; got {type(card).__name__}")
-    return card

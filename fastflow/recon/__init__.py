@@ -5,7 +5,11 @@ Every method is a function ``method(grid, indices, values, **options) -> image``
 
 - take ``(n, 2)`` integer grid indices ``(iy, ix)`` and ``(n,)`` values of one channel,
 - average pixels measured more than once,
-- return a float64 image of ``grid.shape`` in which measured pixels hold their measured values exactly.
+- return a float64 image of ``grid.shape`` in which measured pixels hold their measured values exactly
+  (``learned`` by default; it can return its denoised estimate there instead).
+
+:func:`reconstruct_with_uncertainty` also returns the per-pixel standard deviation of methods that
+estimate one (``learned``).
 
 Examples
 --------
@@ -29,14 +33,24 @@ from fastflow.grid import ScanGrid
 from fastflow.recon.base import Measurements, prepare_measurements
 from fastflow.recon.idw import build_tree, idw, idw_at, idw_chunked
 from fastflow.recon.inpaint import biharmonic
+from fastflow.recon.learned import learned, learned_with_uncertainty
+from fastflow.recon.linear import linear
 
 Reconstructor = Callable[..., np.ndarray]
 
 RECONSTRUCTORS: dict[str, Reconstructor] = {
     "idw": idw,
+    "linear": linear,
     "biharmonic": biharmonic,
+    "learned": learned,
 }
-"""Reconstruction methods by name; each is called as ``method(grid, indices, values, **options)``."""
+"""Reconstruction methods by name; each is called as ``method(grid, indices, values, **options)``.
+``learned`` needs PyTorch (the ``[torch]`` extra) and says so when it is missing."""
+
+WITH_UNCERTAINTY: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "learned": learned_with_uncertainty,
+}
+"""Methods that also estimate the standard deviation of their error at each pixel."""
 
 _POSITIONAL = ("grid", "indices", "values")
 
@@ -52,9 +66,31 @@ def available_methods() -> dict[str, str]:
     Examples
     --------
     >>> sorted(available_methods())
-    ['biharmonic', 'idw']
+    ['biharmonic', 'idw', 'learned', 'linear']
     """
     return {name: _summary(func) for name, func in RECONSTRUCTORS.items()}
+
+
+def check_methods(methods: Any, what: str = "reconstruction") -> list[str]:
+    """Check that each named method exists and can run here; returns the names as a list.
+
+    Raises
+    ------
+    InputError
+        If a name is unknown.
+    TorchMissingError
+        If ``learned`` is asked for and PyTorch is not installed.
+    """
+    names = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in names if m not in RECONSTRUCTORS]
+    if unknown or not names:
+        raise InputError(f"unknown {what} method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"available: {', '.join(RECONSTRUCTORS)}")
+    if "learned" in names:
+        from fastflow.nn import require_torch
+
+        require_torch("the 'learned' reconstruction")
+    return names
 
 
 def _options_of(func: Reconstructor) -> list[str]:
@@ -91,6 +127,12 @@ def reconstruct(
         If the method or an option is unknown, or the measurements are invalid (indices not ``(n, 2)`` or
         outside the grid, values not finite, several channels, counts that differ, no measurement).
     """
+    func = _method(method, options)
+    return func(grid, indices, values, **options)
+
+
+def _method(method: Any, options: dict[str, Any]) -> Reconstructor:
+    """The method of that name, after checking its options."""
     func = RECONSTRUCTORS.get(method) if isinstance(method, str) else None
     if func is None:
         names = ", ".join(sorted(RECONSTRUCTORS))
@@ -102,7 +144,26 @@ def reconstruct(
             f"reconstruction method {method!r} does not take option(s) {', '.join(unknown)}; "
             f"it takes: {', '.join(accepted) or 'no options'}"
         )
-    return func(grid, indices, values, **options)
+    return func
+
+
+def reconstruct_with_uncertainty(
+    grid: ScanGrid, indices: Any, values: Any, method: str = "learned", **options: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`reconstruct`, plus the per-pixel standard deviation where the method estimates one.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        As :func:`reconstruct` returns it.
+    sigma : numpy.ndarray or None
+        float64 ``grid.shape``, the standard deviation of the error in the values' units (0 at measured
+        pixels), for methods in :data:`WITH_UNCERTAINTY`; None for the others.
+    """
+    func = _method(method, options)
+    if method in WITH_UNCERTAINTY:
+        return WITH_UNCERTAINTY[method](grid, indices, values, **options)
+    return func(grid, indices, values, **options), None
 
 
 __all__ = [
@@ -111,9 +172,14 @@ __all__ = [
     "available_methods",
     "biharmonic",
     "build_tree",
+    "check_methods",
     "idw",
     "idw_at",
     "idw_chunked",
+    "learned",
+    "learned_with_uncertainty",
+    "linear",
     "prepare_measurements",
     "reconstruct",
+    "reconstruct_with_uncertainty",
 ]

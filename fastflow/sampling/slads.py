@@ -54,7 +54,7 @@ from fastflow.sampling.interlaced import interlaced_levels, interlaced_pattern, 
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.sampling.static import halton_pattern
 
-DEFAULT_MODEL = "erd-default.npz"
+DEFAULT_MODEL = "erd-default.safetensors"
 _CANDIDATES_PER_POINT = 20
 _MIN_CANDIDATES = 512
 _TILE = 32

@@ -1,0 +1,208 @@
+"""Tests of the learned reconstruction: a tiny model trained in seconds, its file, its guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fastflow import phantoms  # noqa: E402
+from fastflow.errors import InputError  # noqa: E402
+from fastflow.grid import ScanGrid  # noqa: E402
+from fastflow.metrics import nrmse, uncertainty_scores  # noqa: E402
+from fastflow.modelfile import ModelError, write_model_file  # noqa: E402
+from fastflow.recon import biharmonic, reconstruct, reconstruct_with_uncertainty  # noqa: E402
+from fastflow.recon.learned import LearnedModel, learned, learned_with_uncertainty  # noqa: E402
+from fastflow.recon.learned_data import (  # noqa: E402
+    TrainingSet,
+    chunk_samples,
+    create_training_set,
+    load_training_set,
+    missing_chunks,
+    write_chunk,
+)
+from fastflow.recon.masks import MASK_FAMILIES, scan_mask  # noqa: E402
+from fastflow.stem import scan_noise  # noqa: E402
+
+
+def _held_out(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A noisy particles phantom (seed never used in training), a 15 % random mask and its measurements."""
+    truth = phantoms.particles((96, 112), seed=seed, density=2e-3)
+    noisy = scan_noise(truth, seed, dose=20)
+    mask = scan_mask("random", truth.shape, 0.15, seed=seed)
+    return truth, mask, noisy[mask]
+
+
+def test_masks_of_every_family_have_the_asked_coverage():
+    image = phantoms.flakes((48, 64), seed=2)
+    for family in MASK_FAMILIES:
+        for coverage in (0.01, 0.2):
+            mask = scan_mask(family, image.shape, coverage, seed=3, image=image)
+            assert mask.shape == image.shape and int(mask.sum()) == max(1, round(coverage * image.size)), family
+    with pytest.raises(InputError, match="unknown mask family"):
+        scan_mask("zigzag", (8, 8), 0.1)
+    with pytest.raises(InputError, match="needs the image"):
+        scan_mask("edges", (8, 8), 0.1)
+
+
+def test_tiny_model_beats_biharmonic_on_held_out_phantoms(tiny_learned_model):
+    ratios = []
+    for seed in (7, 8, 9, 10):
+        truth, mask, values = _held_out(seed)
+        grid = ScanGrid(truth.shape)
+        idx = np.argwhere(mask)
+        image, sigma = learned_with_uncertainty(grid, idx, values, model=tiny_learned_model)
+        ratios.append(nrmse(truth, image) / nrmse(truth, biharmonic(grid, idx, values)))
+        scores = uncertainty_scores(truth, image, sigma, ~mask)
+        assert scores["spearman"] > 0.2 and 0.6 < scores["coverage90"] <= 1.0, scores
+    assert max(ratios) < 1.0 and np.mean(ratios) < 0.97, ratios  # about 0.95 here
+
+
+def test_measured_pixels_are_kept_exactly_and_have_no_uncertainty(tiny_learned_model):
+    truth, mask, values = _held_out(8)
+    grid = ScanGrid(truth.shape)
+    idx = np.argwhere(mask)
+    image, sigma = learned_with_uncertainty(grid, idx, values, model=tiny_learned_model)
+    np.testing.assert_array_equal(image[mask], values)  # row-major, as np.argwhere gives them
+    assert np.all(sigma[mask] == 0) and np.all(sigma[~mask] > 0)
+    free, free_sigma = learned_with_uncertainty(grid, idx, values, model=tiny_learned_model, keep_measured=False)
+    assert not np.array_equal(free[mask], values) and np.all(free_sigma > 0)
+    np.testing.assert_array_equal(free[~mask], image[~mask])
+
+
+def test_learned_is_deterministic_and_order_free(tiny_learned_model):
+    truth, mask, values = _held_out(9)
+    grid = ScanGrid(truth.shape)
+    idx = np.argwhere(mask)
+    first = learned(grid, idx, values, model=tiny_learned_model)
+    order = np.random.default_rng(0).permutation(len(idx))
+    np.testing.assert_array_equal(learned(grid, idx[order], values[order], model=tiny_learned_model), first)
+    np.testing.assert_array_equal(learned(grid, idx, values, model=tiny_learned_model), first)
+
+
+def test_tiled_completion_equals_one_tile_within_tolerance(tiny_learned_model):
+    truth = phantoms.flakes((180, 150), seed=11)
+    mask = scan_mask("halton", truth.shape, 0.1, seed=1)
+    grid = ScanGrid(truth.shape)
+    idx = np.argwhere(mask)
+    whole = learned(grid, idx, truth[mask], model=tiny_learned_model, tile=256)
+    tiled = learned(grid, idx, truth[mask], model=tiny_learned_model, tile=64, overlap=32)
+    difference = np.abs(tiled - whole)
+    spread = float(np.std(truth))
+    assert difference.max() < 0.1 * spread and difference.mean() < 0.005 * spread
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (7, 300), (300, 9), (33, 33)])
+def test_any_size_and_aspect(tiny_learned_model, shape):
+    rng = np.random.default_rng(0)
+    grid = ScanGrid(shape)
+    n = max(2, grid.size // 10)
+    flat = rng.choice(grid.size, n, replace=False)
+    image = learned(grid, grid.unravel(flat), rng.random(n), model=tiny_learned_model)
+    assert image.shape == shape and np.all(np.isfinite(image))
+
+
+def test_dispatch_options_and_errors(tiny_learned_model, tiny_learned_model_path):
+    truth, mask, values = _held_out(10)
+    grid = ScanGrid(truth.shape)
+    idx = np.argwhere(mask)
+    by_name = reconstruct(grid, idx, values, method="learned", model=str(tiny_learned_model_path))
+    np.testing.assert_array_equal(by_name, learned(grid, idx, values, model=tiny_learned_model))
+    image, sigma = reconstruct_with_uncertainty(grid, idx, values, method="idw")
+    assert sigma is None and image.shape == truth.shape
+    full = learned(grid, np.argwhere(np.ones(truth.shape, bool)), truth.ravel(), model=tiny_learned_model)
+    np.testing.assert_array_equal(full, truth)
+    with pytest.raises(InputError, match="NaN"):
+        learned(grid, idx, np.where(np.arange(len(values)) == 3, np.nan, values), model=tiny_learned_model)
+    with pytest.raises(InputError, match="does not take option"):
+        reconstruct(grid, idx, values, method="learned", k=3)
+
+
+def test_model_file_round_trip_and_refusals(tiny_learned_model, tiny_learned_model_path, tmp_path):
+    loaded = LearnedModel.load(tiny_learned_model_path)
+    assert loaded.sigma_scale == tiny_learned_model.sigma_scale and loaded.content_hash
+    assert "training" in loaded.card and "validation" in loaded.card and "library_versions" in loaded.card
+    assert "learned reconstruction model" in loaded.describe()
+    other = write_model_file(tmp_path / "erd.safetensors", {"w": np.ones(2)}, kind="fastflow-erd-model", version=2)
+    with pytest.raises(ModelError, match="not a learned reconstruction model"):
+        LearnedModel.load(other)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_learned_model_path.read_bytes()[:-100])
+    with pytest.raises(ModelError, match="bad.safetensors"):
+        LearnedModel.load(bad)
+    with pytest.raises(ModelError, match="no such file"):
+        learned(ScanGrid((8, 8)), [[0, 0]], [1.0], model=tmp_path / "absent.safetensors")
+
+
+def test_training_set_store_is_resumable_and_complete(tmp_path):
+    path = tmp_path / "set.zarr"
+    params = create_training_set(path, chunks=3, sources_per_chunk=2, crop=32, seed=5, families=["random", "lines"])
+    assert missing_chunks(path) == [0, 1, 2]
+    with pytest.raises(InputError, match="incomplete"):
+        load_training_set(path)
+    for chunk in (0, 2):
+        write_chunk(path, chunk, chunk_samples(chunk, sources=2, crop=32, seed=5, families=["random", "lines"]))
+    assert missing_chunks(path) == [1]
+    assert create_training_set(path, chunks=3, sources_per_chunk=2, crop=32, seed=5,
+                               families=["random", "lines"]) == params  # reopened, not wiped
+    with pytest.raises(InputError, match="other parameters"):
+        create_training_set(path, chunks=4, sources_per_chunk=2, crop=32, seed=5)
+    write_chunk(path, 1, chunk_samples(1, sources=2, crop=32, seed=5, families=["random", "lines"]))
+    data = load_training_set(path)
+    assert len(data) == 12 and data.inputs.shape == (12, 3, 32, 32)
+    again = chunk_samples(1, sources=2, crop=32, seed=5, families=["random", "lines"])  # deterministic per chunk
+    np.testing.assert_array_equal(data.inputs[4:8], again["inputs"])
+    assert set(np.unique(data.meta["family"])) <= {list(MASK_FAMILIES).index("random"),
+                                                   list(MASK_FAMILIES).index("lines")}
+    batch = data.batch(3, 5)
+    assert batch["inputs"].shape == (5, 3, 32, 32) and batch["target"].shape == (5, 32, 32)
+    np.testing.assert_array_equal(data.batch(3, 5)["inputs"], batch["inputs"])
+    assert isinstance(TrainingSet.from_chunks([again]), TrainingSet)
+
+
+@pytest.fixture
+def learned_run(tmp_path, monkeypatch, tiny_learned_model_path):
+    """A run scanned with --recon learned (the tiny model as the default model)."""
+    from fastflow.runs import ScanConfig, acquire, create_run
+
+    sample = tmp_path / "flakes.npy"
+    np.save(sample, phantoms.flakes((40, 56), seed=4))
+    monkeypatch.setenv("FASTFLOW_LEARNED_MODEL", str(tiny_learned_model_path))
+    config = ScanConfig(sample=str(sample), sampler="halton", coverage=0.2, snapshots=[0.1, 0.2], recon="learned")
+    run_dir = create_run(config, tmp_path / "run")
+    acquire(run_dir, figure=False)
+    return run_dir
+
+
+def test_a_learned_scan_stores_its_uncertainty(learned_run, tiny_learned_model):
+    from fastflow.store import ScanStore
+
+    store = ScanStore.open(learned_run / "scan.zarr")
+    ds = store.to_dataset()
+    m = store.measurements()
+    sigma = store.uncertainty()
+    assert sigma is not None and np.all(sigma[m["indices"][:, 0], m["indices"][:, 1]] == 0)
+    assert ds["snapshot_uncertainty"].shape == (2, 40, 56) and np.all(np.isfinite(ds["snapshot_uncertainty"].values))
+    np.testing.assert_array_equal(ds["snapshot_uncertainty"][-1].values, sigma)
+    assert store.attrs["reconstruction_model"]["content_hash"] == tiny_learned_model.content_hash
+
+
+def test_apply_to_run_merges_learned_results_into_the_evaluation(learned_run, tiny_learned_model_path):
+    import xarray as xr
+
+    from fastflow.evaluate import apply_to_run, read_evaluation
+
+    first = apply_to_run(learned_run, "idw")
+    assert {r["method"] for r in read_evaluation(learned_run)} == {"idw"}
+    out = apply_to_run(learned_run, "learned", coverages=[0.1], model=str(tiny_learned_model_path))
+    assert out["evaluation"] == first["evaluation"]
+    rows = read_evaluation(learned_run)
+    assert sorted((r["method"], round(r["coverage"], 3)) for r in rows) == [("idw", 0.1), ("idw", 0.2),
+                                                                             ("learned", 0.1)]
+    ev = xr.open_zarr(out["evaluation"], consolidated=False)
+    assert np.isnan(ev["sigma_learned"].sel(coverage=0.2, method="nearest")).all()
+    assert 0 <= float(ev["coverage90_learned"].sel(coverage=0.1, method="nearest")) <= 1
+    assert "spearman" in out["rows"][0] and "nrmse" in out["rows"][0]
+    with pytest.raises(InputError, match="unknown reconstruction method"):
+        apply_to_run(learned_run, "kriging")
