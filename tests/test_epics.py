@@ -412,11 +412,26 @@ def test_keyboard_interrupt_stops_a_list_cleanly_with_the_partial_points(live):
 
     inst = _instrument(live, "list")
     idx = _points(400, seed=5)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt) as info:
-        inst.measure(idx)
-    timer.join()
+
+    def interrupt_mid_list():
+        # Ctrl-C once the list runs (a fixed delay raced the list on a busy machine)
+        deadline = time.monotonic() + 30
+        while _get(PREFIX + "LIST:BUSY") != 1 or not 0 < _get(PREFIX + "LIST:PROGRESS") < 300:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # Python's own Ctrl-C handler, whatever an earlier test of the session left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Thread(target=interrupt_mid_list)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt) as info:
+            inst.measure(idx)
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     part = info.value.partial
     assert 0 < len(part) < len(idx)
     np.testing.assert_array_equal(part.values[:, 0], IMAGE[idx[: len(part), 0], idx[: len(part), 1]])
@@ -433,7 +448,8 @@ def test_scan_killed_mid_batch_keeps_the_partial_batch_and_resumes(live, tmp_pat
     store = ScanStore.create(tmp_path / "run", grid)
 
     def kill_mid_batch():
-        while _get(PREFIX + "LIST:PROGRESS") < 100:
+        # this batch's progress (LIST:BUSY is 1 while a list runs; an earlier test's progress stays behind)
+        while _get(PREFIX + "LIST:BUSY") != 1 or _get(PREFIX + "LIST:PROGRESS") < 100:
             time.sleep(0.01)
         live.kill()
 
