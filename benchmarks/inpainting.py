@@ -1,8 +1,9 @@
-"""Learned completion against IDW, linear and biharmonic inpainting on held-out images; calibration; speed.
+"""Learned completion against IDW, linear, cubic and biharmonic inpainting on held-out images; calibration; speed.
 
     python benchmarks/inpainting.py                         # quality, uncertainty, defects, anchor, speed
     python benchmarks/inpainting.py --part quality --classes stem,flakes --families spiral,random
     python benchmarks/inpainting.py --part speed            # 600x400, 2048^2, 4096^2 with peak memory
+    python benchmarks/inpainting.py --part speed --speed-cases 400x600@0.2,4096x4096@0.1 --speed-methods learned
     python benchmarks/inpainting.py --model DIR/model.safetensors
     python benchmarks/inpainting.py --cache /tmp/inpainting-cache   # keep masks and baseline scores
 
@@ -31,7 +32,7 @@ import numpy as np
 
 COVERAGES = (1 / 87, 1 / 50, 1 / 17.9, 0.10, 0.20, 0.50)
 FAMILIES = ("raster", "random", "halton", "spiral", "lissajous", "lines", "fast")
-METHODS = ("idw", "linear", "biharmonic", "learned")
+METHODS = ("idw", "linear", "cubic", "biharmonic", "learned")
 
 
 def held_out_images() -> dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]]:
@@ -259,12 +260,27 @@ print(json.dumps({"first": seconds[0], "seconds": seconds[1],
 """
 
 
-def speed(model_path: str | None) -> None:
+SPEED_CASES = "400x600@0.05,400x600@0.2,400x600@0.5,2048x2048@0.05,4096x4096@0.01,4096x4096@0.1"
+SPEED_METHODS = ("learned", "idw", "linear", "cubic", "biharmonic")
+
+
+def _speed_cases(text: str) -> list[tuple[int, int, float]]:
+    """``"400x600@0.05,..."`` -> ``[(400, 600, 0.05), ...]``."""
+    cases = []
+    for item in text.split(","):
+        size, _, coverage = item.partition("@")
+        ny, _, nx = size.partition("x")
+        cases.append((int(ny), int(nx), float(coverage)))
+    return cases
+
+
+def speed(model_path: str | None, cases: list[tuple[int, int, float]] | None = None,
+          methods: tuple[str, ...] = SPEED_METHODS) -> None:
     print("\n# speed (one process each; wall time of the second of two reconstructions and of the first, which "
           "also reads the model; peak resident memory of the process)")
     print(f"{'method':<10} {'grid':>11} {'cover':>6} {'seconds':>8} {'first s':>8} {'peak GB':>8}")
-    cases = [(400, 600, 0.05), (400, 600, 0.2), (2048, 2048, 0.05), (4096, 4096, 0.01), (4096, 4096, 0.1)]
-    for method in ("learned", "idw", "linear", "biharmonic"):
+    cases = cases or _speed_cases(SPEED_CASES)
+    for method in methods:
         for ny, nx, coverage in cases:
             if method == "biharmonic" and ny > 400:
                 continue  # minutes to hours at these sizes
@@ -288,6 +304,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the quality rows to this file")
     parser.add_argument("--cache", default=None, help="folder keeping masks and baseline scores between runs")
+    parser.add_argument("--speed-cases", default=SPEED_CASES, help="grids and coverages timed, as YxX@coverage,...")
+    parser.add_argument("--speed-methods", default=",".join(SPEED_METHODS), help="methods timed")
     parser.add_argument("--baselines-only", action="store_true", help="fill the cache with the baselines only")
     args = parser.parse_args()
     from fastflow.recon.learned import LearnedModel
@@ -296,7 +314,7 @@ def main() -> None:
     cache = _Cache(args.cache)
     if args.baselines_only:
         quality(args.classes.split(","), args.families.split(","), [float(c) for c in args.coverages.split(",")],
-                None, args.seed, cache, methods=("idw", "linear", "biharmonic"))
+                None, args.seed, cache, methods=tuple(m for m in METHODS if m != "learned"))
         return
     model = LearnedModel.load(args.model)
     print(model.describe())
@@ -312,7 +330,7 @@ def main() -> None:
     if "flat" in parts:
         flat_background(model, args.seed)
     if "speed" in parts:
-        speed(args.model)
+        speed(args.model, _speed_cases(args.speed_cases), tuple(args.speed_methods.split(",")))
 
 
 if __name__ == "__main__":

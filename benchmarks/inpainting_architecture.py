@@ -111,18 +111,19 @@ def fit_one_batch(threads: int) -> None:
     from fastflow.nn.blocks import build
     from fastflow.nn.training import TrainingConfig, train
     from fastflow.recon.learned_data import TrainingSet, chunk_samples
+    from fastflow.recon.learned_inputs import INPUT_CHANNELS, MASK_CHANNEL
     from fastflow.recon.learned_training import _loss
 
     torch.set_num_threads(threads)
     kind = dict(families=["random"], classes={"particles": 1.0}, noise_shares=(1, 0, 0))
     batch = TrainingSet.from_chunks([chunk_samples(0, sources=4, crop=48, crops_per_source=2, **kind)]).batch(0, 8)
     x, y = torch.from_numpy(batch["inputs"]), torch.from_numpy(batch["target"])
-    free = x[:, 1] < 0.5
+    free = x[:, MASK_CHANNEL] < 0.5
 
     def squared_error(module, b):
         out = module(b["inputs"])
-        err = ((b["inputs"][:, 0] + out[:, 0] - b["target"]) ** 2) * (1 - b["inputs"][:, 1])
-        return err.sum() / (1 - b["inputs"][:, 1]).sum(), {}
+        err = ((b["inputs"][:, 0] + out[:, 0] - b["target"]) ** 2) * (1 - b["inputs"][:, MASK_CHANNEL])
+        return err.sum() / (1 - b["inputs"][:, MASK_CHANNEL]).sum(), {}
 
     losses = {"squared error (mean only)": (squared_error, 0), "faithful": (_loss(0.0, 0.2, True), 1),
               "beta-NLL, beta 1": (_loss(1.0, 0.2), 0), "beta-NLL, beta 0.5": (_loss(0.5, 0.2), 0),
@@ -130,7 +131,7 @@ def fit_one_batch(threads: int) -> None:
     print(f"one batch, 8 crops of 48 px: RMSE of the linear guess {float(((x[:, 0] - y)[free] ** 2).mean().sqrt()):.3f}")
     for name, (loss, detached) in losses.items():
         torch.manual_seed(0)
-        net = build({"name": "unet", "in_channels": 3, "out_channels": 2, "base": 8, "depth": 3, "detached": detached})
+        net = build({"name": "unet", "in_channels": len(INPUT_CHANNELS), "out_channels": 2, "base": 8, "depth": 3, "detached": detached})
         train(net, lambda step: batch, loss, TrainingConfig(steps=300, learning_rate=3e-3, warmup=10, checkpoint_every=0))
         with torch.no_grad():
             mean = x[:, 0] + net(x)[:, 0]

@@ -38,8 +38,8 @@ def scan(
     batch_size: Annotated[int, typer.Option(help="Points measured per step.")] = 50,
     snapshots: Annotated[str, typer.Option(help="Coverages at which to store a reconstruction and metrics, e.g. 0.05,0.1.")] = "0.05,0.1,0.15,0.2",
     noise: Annotated[str, typer.Option(help="Simulated detector noise: none, poisson:PEAK_COUNTS or gaussian:SIGMA (fraction of the image range).")] = "none",
-    recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, linear, biharmonic, learned; learned also stores its uncertainty map).")] = "idw",
-    evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated, from idw, linear, biharmonic, learned; 'none' to skip).")] = "idw,biharmonic",
+    recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, linear, cubic, biharmonic, learned; learned also stores its uncertainty map).")] = "idw",
+    evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated, from idw, linear, cubic, biharmonic, learned; 'none' to skip).")] = "idw,biharmonic",
     time_budget: Annotated[Optional[float], typer.Option(help="Stop when the simulated acquisition time reaches this many seconds.")] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
@@ -290,7 +290,7 @@ def train_recon(
 @app.command()
 def recon(
     run: Annotated[str, typer.Argument(help="A run id under the data folder, or a run folder.")],
-    method: Annotated[str, typer.Option(help="Reconstruction method (learned, idw, linear, biharmonic).")] = "learned",
+    method: Annotated[str, typer.Option(help="Reconstruction method (learned, idw, linear, cubic, biharmonic).")] = "learned",
     model: Annotated[Optional[Path], typer.Option(help="Model file for --method learned [default: the shipped one].", show_default=False)] = None,
     coverages: Annotated[Optional[str], typer.Option(help="Coverages to rebuild, e.g. 0.05,0.1 [default: the run's snapshots].", show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where run ids are looked up [default: $FASTFLOW_DATA_DIR or ./fastflow-runs].", show_default=False)] = None,

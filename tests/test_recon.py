@@ -16,8 +16,10 @@ from fastflow.recon import (
     available_methods,
     biharmonic,
     build_tree,
+    cubic,
     idw,
     idw_at,
+    linear,
     reconstruct,
 )
 
@@ -195,12 +197,89 @@ def test_biharmonic_full_coverage_is_identity() -> None:
     np.testing.assert_array_equal(biharmonic(grid, all_pixels, image.ravel()), image)
 
 
+@pytest.mark.parametrize("method", [linear, cubic])
+def test_delaunay_methods_reproduce_a_ramp(method, scan20: np.ndarray) -> None:
+    # both are exact for planes inside the hull (linear by construction, Clough-Tocher's gradients of a
+    # plane are exact); the hull's edge gets the linear value, only pixels outside it get IDW
+    image = method(GRID, scan20, sample(RAMP, scan20))
+    interior = (slice(8, -8), slice(8, -8))
+    np.testing.assert_allclose(image[interior], RAMP[interior], atol=1e-6)
+
+
+def test_cubic_follows_curvature_better_than_linear(scan20: np.ndarray) -> None:
+    values = sample(GAUSSIAN, scan20)
+    lin, cub = linear(GRID, scan20, values), cubic(GRID, scan20, values)
+    assert nrmse(GAUSSIAN, cub) < 0.5 * nrmse(GAUSSIAN, lin)
+
+
+@pytest.mark.parametrize("method", [linear, cubic])
+def test_delaunay_methods_without_triangles_fall_back_to_idw(method) -> None:
+    grid = ScanGrid((6, 7))
+    two = np.array([[0, 0], [4, 5]])  # fewer than three measurements: no triangle, IDW everywhere
+    values = np.array([1.0, 3.0])
+    np.testing.assert_allclose(method(grid, two, values), idw(grid, two, values))
+
+
+@pytest.mark.parametrize("family", ["raster", "lines", "random", "spiral"])
+@pytest.mark.parametrize("method", [linear, cubic])
+def test_delaunay_methods_are_exact_on_the_hull_edges(family: str, method) -> None:
+    # pixels on a straight edge of the hull (a raster's outer rows, the image border) lie just outside the
+    # offset triangulation or in slivers of collinear pixels; they are interpolated along the edge, so a
+    # plane is reproduced at every pixel of the exact hull, edges included
+    from scipy.spatial import Delaunay
+
+    from fastflow.recon.masks import scan_mask
+
+    shape = (48, 56)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    plane = 0.3 * yy + 0.7 * xx
+    for coverage in (0.05, 0.15):
+        mask = scan_mask(family, shape, coverage, seed=3)
+        idx = np.argwhere(mask)
+        image = method(ScanGrid(shape), idx, plane[mask])
+        pixels = np.column_stack([yy.ravel(), xx.ravel()]).astype(float)
+        inside = (Delaunay(idx.astype(float)).find_simplex(pixels, tol=1e-9) >= 0).reshape(shape)
+        assert inside.sum() > 0.5 * mask.size
+        np.testing.assert_allclose(image[inside], plane[inside], atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [linear, cubic])
+def test_delaunay_methods_on_collinear_measurements(method) -> None:
+    # one scan line: no triangle; the line itself is interpolated along it, the rest is IDW
+    grid = ScanGrid((9, 12))
+    line = np.array([[4, 1], [4, 5], [4, 11]])
+    values = np.array([1.0, 3.0, 0.0])
+    image = method(grid, line, values)
+    np.testing.assert_allclose(image[4, 1:12], np.interp(np.arange(1, 12), [1, 5, 11], values))
+    off_line = np.ones(grid.shape, dtype=bool)
+    off_line[4, 1:12] = False
+    np.testing.assert_allclose(image[off_line], idw(grid, line, values)[off_line])
+
+
+def test_delaunay_barycentric_transforms_match_scipys() -> None:
+    # fastflow computes the per-triangle transforms itself (scipy's lazy computation is slow); the result
+    # must be scipy's own, degenerate triangles included (NaN there)
+    from scipy.spatial import Delaunay
+
+    from fastflow.recon.base import prepare_measurements
+    from fastflow.recon.delaunay import _triangulation
+
+    rng = np.random.default_rng(4)
+    pixels = np.unique(rng.integers(0, 40, (300, 2)), axis=0)
+    ours, _ = _triangulation(prepare_measurements(ScanGrid((40, 40)), pixels, np.zeros(len(pixels))))
+    reference = Delaunay(ours.points)  # a fresh copy: scipy computes its transforms on first use
+    np.testing.assert_array_equal(ours.simplices, reference.simplices)
+    np.testing.assert_allclose(ours.transform, reference.transform, rtol=1e-9, atol=1e-9, equal_nan=True)
+    np.testing.assert_array_equal(ours.find_simplex(reference.points[:50] + 0.01),
+                                  reference.find_simplex(reference.points[:50] + 0.01))
+
+
 # --- reconstruct() and shared behaviour -------------------------------------------------------------------
 
 
 def test_available_methods() -> None:
     methods = available_methods()
-    assert set(methods) == set(RECONSTRUCTORS) == {"idw", "linear", "biharmonic", "learned"}
+    assert set(methods) == set(RECONSTRUCTORS) == {"idw", "linear", "cubic", "biharmonic", "learned"}
     assert all(isinstance(text, str) and text and "\n" not in text for text in methods.values())
 
 
@@ -259,7 +338,7 @@ def test_bad_inputs_raise(method: str, indices, values, message: str) -> None:
 
 
 def test_unknown_method_lists_available() -> None:
-    with pytest.raises(InputError, match="available: biharmonic, idw, learned, linear"):
+    with pytest.raises(InputError, match="available: biharmonic, cubic, idw, learned, linear"):
         reconstruct(GRID, [[0, 0]], [1.0], method="kriging")
 
 

@@ -1,10 +1,12 @@
 """Inference on images of any size by overlapping tiles, blended without seams, in bounded memory.
 
-:func:`tile_starts` places tiles of side ``tile`` along an axis with at least ``overlap`` pixels shared by
-neighbours, the last one flush with the end. :func:`blend_window` weights each tile's output by a ramp that
-rises linearly across the overlap (and is flat at the image's own borders), so neighbouring tiles fade into
-one another and the weights sum to one everywhere. :func:`tiled_apply` runs a function tile by tile on a
-``(channels, y, x)`` array; only one batch of tiles is in memory at a time, besides the output.
+:func:`fit_tile` picks each axis's tile side: as few tiles as a largest side ``tile`` allows, each no larger
+than covering the axis needs (so little is computed twice); :func:`tile_starts` places them along the axis
+with at least ``overlap`` pixels shared by neighbours, the last one flush with the end.
+:func:`blend_window` weights each tile's output by a ramp that rises linearly across the overlap (and is
+flat at the image's own borders), so neighbouring tiles fade into one another and the weights sum to one
+everywhere. :func:`tiled_apply` runs a function tile by tile on a ``(channels, y, x)`` array; only one batch
+of tiles is in memory at a time, besides the output.
 
 A network's output near a tile border lacks context; the ramp gives that border a small weight, and an
 overlap larger than the zone the border affects makes tiled output agree with whole-image output
@@ -19,7 +21,7 @@ import numpy as np
 
 from fastflow.errors import InputError
 
-__all__ = ["blend_window", "tile_starts", "tiled_apply"]
+__all__ = ["blend_window", "fit_tile", "tile_starts", "tiled_apply"]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -38,6 +40,24 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     count = int(np.ceil((length - tile) / stride)) + 1
     positions = np.linspace(0, length - tile, count)
     return [int(round(p)) for p in positions]
+
+
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 16) -> int:
+    """The tile side for an axis of ``length``: as few tiles as sides of at most ``tile`` allow, each as
+    small as covering the axis with ``overlap`` between neighbours needs (rounded up to ``multiple``).
+
+    Examples
+    --------
+    >>> fit_tile(600, 1024, 48)  # one tile
+    600
+    >>> fit_tile(2048, 1024, 48)  # three tiles of 720 instead of three of 1024
+    720
+    """
+    if length <= tile:
+        return length
+    count = -(-(length - overlap) // (tile - overlap))
+    side = -(-(length + (count - 1) * overlap) // count)
+    return min(tile, -(-side // multiple) * multiple)
 
 
 def _ramp(size: int, start: int, length: int, overlap: int) -> np.ndarray:
@@ -83,7 +103,8 @@ def tiled_apply(
     out_channels : int
         Channels of ``fn``'s output.
     tile : int, optional
-        Tile side in pixels (smaller images are one tile of their own size).
+        Largest tile side in pixels; each axis gets the side :func:`fit_tile` picks (an axis no longer
+        than ``tile`` is one tile).
     overlap : int, optional
         Pixels shared by neighbouring tiles (at least 0, less than ``tile``).
     batch : int, optional
@@ -108,7 +129,8 @@ def tiled_apply(
     _, ny, nx = inputs.shape
     out = np.zeros((out_channels, ny, nx), dtype=np.float64 if dtype == np.float64 else np.float32)
     total = np.zeros((ny, nx), dtype=np.float64)
-    placements = [(y0, x0) for y0 in tile_starts(ny, tile, overlap) for x0 in tile_starts(nx, tile, overlap)]
+    tile_y, tile_x = fit_tile(ny, tile, overlap), fit_tile(nx, tile, overlap)
+    placements = [(y0, x0) for y0 in tile_starts(ny, tile_y, overlap) for x0 in tile_starts(nx, tile_x, overlap)]
     pending: list[tuple[int, int, int, int]] = []
 
     def flush() -> None:
@@ -125,7 +147,7 @@ def tiled_apply(
         pending.clear()
 
     for y0, x0 in placements:
-        y1, x1 = min(ny, y0 + tile), min(nx, x0 + tile)
+        y1, x1 = min(ny, y0 + tile_y), min(nx, x0 + tile_x)
         if pending and (pending[0][1] - pending[0][0], pending[0][3] - pending[0][2]) != (y1 - y0, x1 - x0):
             flush()
         pending.append((y0, y1, x0, x1))

@@ -33,14 +33,15 @@ from fastflow.grid import ScanGrid
 from fastflow.recon.base import Measurements, prepare_measurements
 from fastflow.recon.idw import build_tree, idw, idw_at, idw_chunked
 from fastflow.recon.inpaint import biharmonic
+from fastflow.recon.delaunay import cubic, linear
 from fastflow.recon.learned import learned, learned_with_uncertainty
-from fastflow.recon.linear import linear
 
 Reconstructor = Callable[..., np.ndarray]
 
 RECONSTRUCTORS: dict[str, Reconstructor] = {
     "idw": idw,
     "linear": linear,
+    "cubic": cubic,
     "biharmonic": biharmonic,
     "learned": learned,
 }
@@ -66,7 +67,7 @@ def available_methods() -> dict[str, str]:
     Examples
     --------
     >>> sorted(available_methods())
-    ['biharmonic', 'idw', 'learned', 'linear']
+    ['biharmonic', 'cubic', 'idw', 'learned', 'linear']
     """
     return {name: _summary(func) for name, func in RECONSTRUCTORS.items()}
 
@@ -173,6 +174,7 @@ __all__ = [
     "biharmonic",
     "build_tree",
     "check_methods",
+    "cubic",
     "idw",
     "idw_at",
     "idw_chunked",

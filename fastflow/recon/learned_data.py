@@ -318,7 +318,8 @@ def create_training_set(
     n_per_chunk = sources_per_chunk * crops_per_source
     n = chunks * n_per_chunk
     root = zarr.open_group(str(target), mode="w", zarr_format=3)
-    root.create_array("inputs", shape=(n, len(INPUT_CHANNELS), crop, crop), chunks=(n_per_chunk, len(INPUT_CHANNELS), crop, crop),
+    channels = len(INPUT_CHANNELS)
+    root.create_array("inputs", shape=(n, channels, crop, crop), chunks=(n_per_chunk, channels, crop, crop),
                       dtype="float32", dimension_names=("sample", "channel", "y", "x"))
     root.create_array("target", shape=(n, crop, crop), chunks=(n_per_chunk, crop, crop), dtype="float32",
                       dimension_names=("sample", "y", "x"))

@@ -1,12 +1,17 @@
 """What the learned reconstruction's network sees: normalised, interpolated measurements and their layout.
 
-For a set of measured pixels, :func:`network_inputs` makes three channels over the whole grid:
+For a set of measured pixels, :func:`network_inputs` makes four channels over the whole grid:
 
 ``linear``
     The piecewise-linear interpolation on the measurements' Delaunay triangulation
-    (:mod:`fastflow.recon.linear`), normalised by the measured values' mean and standard deviation. It
-    carries the measured values (exact at measured pixels) and a good first guess everywhere else (on
-    smooth images close to biharmonic inpainting), so the network learns a correction, at any coverage.
+    (:mod:`fastflow.recon.delaunay`), normalised by the measured values' mean and standard deviation. It
+    carries the measured values (exact at measured pixels) and a robust first guess everywhere else; the
+    network predicts a correction to it.
+``cubic``
+    The piecewise-cubic (Clough-Tocher) interpolation on the same triangulation, normalised alike: on clean
+    textured images from about 10 % coverage as close as biharmonic inpainting (2-4x closer than
+    ``linear`` at 20-50 %), but worse than ``linear`` on noisy measurements; the network learns which to
+    follow where. (Format-1 models had the linear channel only.)
 ``mask``
     1 at measured pixels, 0 elsewhere.
 ``log_distance``
@@ -23,7 +28,7 @@ Examples
 >>> m = prepare_measurements(ScanGrid((4, 5)), [[0, 0], [3, 4]], [2.0, 4.0])
 >>> x, loc, scale = network_inputs(m)
 >>> x.shape, loc, scale
-((3, 4, 5), 3.0, 1.0)
+((4, 4, 5), 3.0, 1.0)
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import numpy as np
 from scipy import ndimage
 
 from fastflow.recon.base import Measurements
-from fastflow.recon.linear import linear_from_measurements
+from fastflow.recon.delaunay import interpolate
 
-__all__ = ["INPUT_CHANNELS", "network_inputs", "normalisation"]
+__all__ = ["INPUT_CHANNELS", "MASK_CHANNEL", "network_inputs", "normalisation"]
 
-INPUT_CHANNELS = ("linear", "mask", "log_distance")
-"""Names of the input channels, in order."""
+INPUT_CHANNELS = ("linear", "cubic", "mask", "log_distance")
+"""Names of the input channels, in order (the network corrects the first)."""
+MASK_CHANNEL = INPUT_CHANNELS.index("mask")
 
 _MIN_RELATIVE_SCALE = 1e-3
 _MIN_SCALE = 1e-12
@@ -68,14 +74,15 @@ def network_inputs(measurements: Measurements, dtype: type = np.float32) -> tupl
     Returns
     -------
     inputs : numpy.ndarray
-        ``(3, y, x)`` channels.
+        ``(4, y, x)`` channels.
     loc, scale : float
         The normalisation (:func:`normalisation`) of the measured values: ``linear = (value - loc) / scale``.
     """
     m = measurements
     loc, scale = normalisation(m.values)
-    inputs = np.empty((3, *m.grid.shape), dtype=dtype)
-    inputs[0] = linear_from_measurements(m, (m.values - loc) / scale)
-    inputs[1] = m.measured
-    inputs[2] = np.log1p(ndimage.distance_transform_edt(~m.measured))
+    inputs = np.empty((len(INPUT_CHANNELS), *m.grid.shape), dtype=dtype)
+    guesses = interpolate(m, (m.values - loc) / scale, ("linear", "cubic"))
+    channels = {**guesses, "mask": m.measured, "log_distance": np.log1p(ndimage.distance_transform_edt(~m.measured))}
+    for i, name in enumerate(INPUT_CHANNELS):
+        inputs[i] = channels[name]
     return inputs, loc, scale

@@ -28,7 +28,7 @@ from fastflow.errors import InputError
 from fastflow.metrics import Z90
 from fastflow.recon.learned import LOG_VARIANCE_RANGE, LearnedModel
 from fastflow.recon.learned_data import TrainingSet
-from fastflow.recon.learned_inputs import INPUT_CHANNELS
+from fastflow.recon.learned_inputs import INPUT_CHANNELS, MASK_CHANNEL
 
 __all__ = ["LearnedTrainingConfig", "calibrate", "train_learned_model", "validation_scores"]
 
@@ -113,7 +113,7 @@ def _loss(beta: float, measured_weight: float, faithful: bool = False) -> Any:
         mean = x[:, 0] + out[:, 0]
         log_var = out[:, 1].clamp(lo, hi)
         squared = (y - mean) ** 2
-        measured = x[:, 1]
+        measured = x[:, MASK_CHANNEL]
         weight = (1.0 - measured) + measured_weight * measured
         if faithful:  # the mean by squared error; the variance head (detached trunk) by the NLL
             nll = 0.5 * (log_var + squared.detach() * torch.exp(-log_var))
@@ -157,7 +157,8 @@ def validation_scores(model: LearnedModel, data: TrainingSet, limit: int = 512) 
     Returns
     -------
     dict
-        ``rmse`` of the learned mean, ``rmse_linear`` of the linear guess and their ratio ``rmse_ratio``,
+        ``rmse`` of the learned mean, ``rmse_guess`` of the first guess and their ratio ``rmse_ratio``,
+        ``crop_ratio`` the geometric mean over crops of each crop's ratio (every crop counts alike),
         ``nll`` (mean Gaussian NLL with the calibrated sigma), ``coverage90`` (share of pixels whose truth
         lies in the calibrated 90 % interval), ``sigma_scale`` the model's calibration.
     """
@@ -165,14 +166,20 @@ def validation_scores(model: LearnedModel, data: TrainingSet, limit: int = 512) 
     n = len(mean)
     target = data.target[:n, inner, inner]
     guess = data.inputs[:n, 0, inner, inner]
-    free = data.inputs[:n, 1, inner, inner] < 0.5
+    free = data.inputs[:n, MASK_CHANNEL, inner, inner] < 0.5
     mean, sigma = mean[:, inner, inner], sigma[:, inner, inner] * model.sigma_scale
     err = (mean - target)[free]
     s = sigma[free]
+    rmse, rmse_guess = np.sqrt(np.mean(err**2)), np.sqrt(np.mean((guess - target)[free] ** 2))
+    count = np.maximum(free.sum(axis=(1, 2)), 1)
+    per_crop = np.sqrt(np.where(free, (mean - target) ** 2, 0).sum(axis=(1, 2)) / count)
+    per_crop_guess = np.sqrt(np.where(free, (guess - target) ** 2, 0).sum(axis=(1, 2)) / count)
+    crop_ratio = np.exp(np.mean(np.log(np.maximum(per_crop, 1e-12) / np.maximum(per_crop_guess, 1e-12))))
     return {
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "rmse_linear": float(np.sqrt(np.mean((guess - target)[free] ** 2))),
-        "rmse_ratio": float(np.sqrt(np.mean(err**2)) / max(np.sqrt(np.mean((guess - target)[free] ** 2)), 1e-12)),
+        "rmse": float(rmse),
+        "rmse_guess": float(rmse_guess),
+        "rmse_ratio": float(rmse / max(rmse_guess, 1e-12)),
+        "crop_ratio": float(crop_ratio),
         "nll": float(np.mean(0.5 * np.log(2 * np.pi * s**2) + 0.5 * (err / s) ** 2)),
         "coverage90": float(np.mean(np.abs(err) <= Z90 * s)),
         "sigma_scale": float(model.sigma_scale),
@@ -186,7 +193,7 @@ def calibrate(model: LearnedModel, data: TrainingSet, limit: int = 1024) -> floa
     """
     mean, sigma, inner = _predict_crops(model, data, limit)
     n = len(mean)
-    free = data.inputs[:n, 1, inner, inner] < 0.5
+    free = data.inputs[:n, MASK_CHANNEL, inner, inner] < 0.5
     z = np.abs(mean[:, inner, inner] - data.target[:n, inner, inner])[free] / sigma[:, inner, inner][free]
     return float(np.quantile(z, 0.9) / Z90)
 
@@ -242,7 +249,7 @@ def train_learned_model(
 
     def validate(module: Any) -> dict[str, float]:
         scores = validation_scores(probe, validation, limit=256)
-        return {"rmse": scores["rmse"], "rmse_ratio": scores["rmse_ratio"]}
+        return {"rmse": scores["rmse"], "rmse_ratio": scores["rmse_ratio"], "crop_ratio": scores["crop_ratio"]}
 
     started = time.perf_counter()
     result = run_training(network, batch, _loss(cfg.beta, cfg.measured_weight, cfg.loss == "faithful"),
