@@ -18,7 +18,9 @@ batch) and prints the RMSE of the mean on those crops: how fast each loss can fi
 as ``--steps``, and scores the general and the fine-tuned model on the validation images with masks of that
 family and of the others (NRMSE relative to biharmonic), against a control continued as long on masks of
 every family: whether one network for all scan paths gives up anything against a network for one path (the
-adaptive-scans follow-up of partial STEM found it did).
+adaptive-scans follow-up of partial STEM found it did). ``--noise none`` fine-tunes on noise-free crops
+only: what a network told that the measurements are clean could do (the models are kept in ``--work``,
+for ``benchmarks/inpainting.py --model``).
 """
 
 from __future__ import annotations
@@ -138,8 +140,12 @@ def fit_one_batch(threads: int) -> None:
         print(f"{name:<28} RMSE after 300 steps {float(((mean - y)[free] ** 2).mean().sqrt()):.3f}", flush=True)
 
 
+NOISE_SHARES = {"all": None, "none": (1.0, 0.0, 0.0)}
+"""``--noise``: the training mix's shares of no, Poisson and Gaussian noise (None: the shipped recipe's)."""
+
+
 def fine_tune(family: str, steps: int, sources: int, crop: int, work: Path, model_path: str | None,
-              threads: int) -> None:
+              threads: int, noise: str = "all") -> None:
     import torch
 
     from fastflow.recon.learned import LearnedModel
@@ -159,6 +165,8 @@ def fine_tune(family: str, steps: int, sources: int, crop: int, work: Path, mode
     tuned = {}
     for name, families in ((family, [family]), ("all families", None)):
         kind = {"families": families} if families else {}
+        if NOISE_SHARES[noise] is not None:
+            kind["noise_shares"] = NOISE_SHARES[noise]
         train = TrainingSet.from_chunks([chunk_samples(i, sources=per_chunk, crop=crop, seed=7, **kind)
                                          for i in range(max(1, sources // per_chunk))])
         validation = TrainingSet.from_chunks([chunk_samples(0, sources=per_chunk, crop=crop, seed=7,
@@ -187,12 +195,15 @@ def main() -> None:
     parser.add_argument("--fit-one-batch", action="store_true", help="compare the losses on one batch and stop")
     parser.add_argument("--fine-tune", default=None, metavar="FAMILY", help="fine-tune on one mask family and stop")
     parser.add_argument("--model", default=None, help="with --fine-tune: the general model (default: shipped)")
+    parser.add_argument("--noise", default="all", choices=sorted(NOISE_SHARES),
+                        help="with --fine-tune: the noise of the fine-tuning crops (none: noise-free only)")
     args = parser.parse_args()
     if args.fit_one_batch:
         fit_one_batch(args.threads)
         return
     if args.fine_tune:
-        fine_tune(args.fine_tune, args.steps, args.sources, args.crop, Path(args.work), args.model, args.threads)
+        fine_tune(args.fine_tune, args.steps, args.sources, args.crop, Path(args.work), args.model, args.threads,
+                  args.noise)
         return
 
     import torch
