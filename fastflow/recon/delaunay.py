@@ -109,7 +109,7 @@ def _hull_edges(m: Measurements, vals: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Returns
     -------
     flat : numpy.ndarray
-        Flat indices of those pixels.
+        Flat indices of those pixels, sorted, each once.
     values : numpy.ndarray
         Their values.
     """
@@ -121,8 +121,6 @@ def _hull_edges(m: Measurements, vals: np.ndarray) -> tuple[np.ndarray, np.ndarr
     except QhullError:  # all on one line (the offsets made slivers of them): the hull is that segment
         along = points @ (points.max(axis=0) - points.min(axis=0))
         hull = points[[np.argmin(along), np.argmax(along)]]
-    value_at = np.zeros(m.grid.size)
-    value_at[m.flat] = vals
     measured = m.measured.ravel()
     flats, values = [], []
     for a, b in zip(hull, np.roll(hull, -1, axis=0)):
@@ -133,10 +131,22 @@ def _hull_edges(m: Measurements, vals: np.ndarray) -> tuple[np.ndarray, np.ndarr
         inner = ~known
         if inner.any():
             flats.append(flat[inner])
-            values.append(np.interp(k[inner], k[known], value_at[flat[known]]))
+            known_values = vals[np.searchsorted(m.flat, flat[known])]  # m.flat is sorted
+            values.append(np.interp(k[inner], k[known], known_values))
     if not flats:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    return np.concatenate(flats), np.concatenate(values)
+    flat, first = np.unique(np.concatenate(flats), return_index=True)  # a segment's hull is walked both ways
+    return flat, np.concatenate(values)[first]
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``values`` at those of ``query`` found in the sorted ``keys``, NaN at the others."""
+    out = np.full(len(query), np.nan)
+    if len(keys):
+        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        hit = keys[pos] == query
+        out[hit] = values[pos[hit]]
+    return out
 
 
 def interpolate(m: Measurements, values: np.ndarray | None = None,
@@ -168,10 +178,8 @@ def interpolate(m: Measurements, values: np.ndarray | None = None,
     unmeasured = np.flatnonzero(~m.measured.ravel())
     triangulated = _triangulation(m) if len(unmeasured) else None
     triangulation, slivers = triangulated if triangulated is not None else (None, None)
-    edge_value = np.full(grid.size, np.nan)
     if triangulation is not None:
         edge_flat, edge_values = _hull_edges(m, vals)
-        edge_value[edge_flat] = edge_values
     cubic_fn = None
     if triangulation is not None and "cubic" in images:
         from scipy.interpolate import CloughTocher2DInterpolator
@@ -186,7 +194,7 @@ def interpolate(m: Measurements, values: np.ndarray | None = None,
             continue
         query = grid.unravel(chunk).astype(np.float64)
         simplex = triangulation.find_simplex(query)
-        on_edge = edge_value[chunk]
+        on_edge = _lookup(edge_flat, edge_values, chunk)
         # on the hull's edge the offsets put a pixel just outside the triangulation or in a sliver: it gets
         # the edge's interpolation (and a sliver nothing)
         simplex[np.isfinite(on_edge) | slivers[simplex]] = -1
