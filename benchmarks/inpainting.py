@@ -105,11 +105,11 @@ class _Cache:
 
 
 def quality(classes, families, coverages, model, seed: int, cache: _Cache | None = None,
-            methods: tuple[str, ...] = METHODS) -> list[dict]:
+            methods: tuple[str, ...] = METHODS, check: bool = True) -> list[dict]:
     from fastflow.grid import ScanGrid
     from fastflow.metrics import nrmse, ssim, uncertainty_scores
     from fastflow.recon import reconstruct
-    from fastflow.recon.learned import learned_with_uncertainty
+    from fastflow.recon.base import prepare_measurements
     from fastflow.recon.masks import scan_mask
     from fastflow.stem import DEFECT_LABELS
 
@@ -134,7 +134,10 @@ def quality(classes, families, coverages, model, seed: int, cache: _Cache | None
                             continue
                         t0 = time.perf_counter()
                         if method == "learned":
-                            estimate, sigma = learned_with_uncertainty(grid, idx, values, model=model)
+                            estimate, sigma, found = model.complete_checked(prepare_measurements(grid, idx, values),
+                                                                            check=check)
+                            row["learned_weight"] = found.network_weight
+                            row["learned_weights"] = found.weights
                         else:
                             estimate = reconstruct(grid, idx, values, method=method)
                         row[f"{method}_s"] = time.perf_counter() - t0
@@ -162,7 +165,7 @@ def quality(classes, families, coverages, model, seed: int, cache: _Cache | None
                     print(f"{image_class:<8} {name:<24} {family:<10} {coverage:7.4f}  "
                           + "  ".join(f"{m} {row[f'{m}_nrmse']:.4f}" for m in methods)
                           + (f"  learned/biharmonic {row['learned_nrmse'] / row['biharmonic_nrmse']:.3f}"
-                             f"  in90 {row.get('unc_coverage90', float('nan')):.3f}" if "learned" in methods else ""),
+                             f"  in90 {row.get('unc_coverage90', float('nan')):.3f}  w {row.get('learned_weight', 1):.2f}" if "learned" in methods else ""),
                           flush=True)
     return rows
 
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="folder keeping masks and baseline scores between runs")
     parser.add_argument("--speed-cases", default=SPEED_CASES, help="grids and coverages timed, as YxX@coverage,...")
     parser.add_argument("--speed-methods", default=",".join(SPEED_METHODS), help="methods timed")
+    parser.add_argument("--no-check", action="store_true",
+                        help="score the network alone (no self-check blend with cubic)")
     parser.add_argument("--baselines-only", action="store_true", help="fill the cache with the baselines only")
     args = parser.parse_args()
     from fastflow.recon.learned import LearnedModel
@@ -322,7 +327,8 @@ def main() -> None:
     print(f"training: {card.get('seconds', '?')} s, {card.get('steps', '?')} steps, hardware {model.card.get('hardware')}")
     if "quality" in parts:
         rows = quality(args.classes.split(","), args.families.split(","),
-                       [float(c) for c in args.coverages.split(",")], model, args.seed, cache)
+                       [float(c) for c in args.coverages.split(",")], model, args.seed, cache,
+                       check=not args.no_check)
         summarise(rows)
         if args.json:
             with open(args.json, "w") as fh:

@@ -13,7 +13,9 @@ from fastflow.grid import ScanGrid  # noqa: E402
 from fastflow.metrics import nrmse, uncertainty_scores  # noqa: E402
 from fastflow.modelfile import ModelError, write_model_file  # noqa: E402
 from fastflow.recon import biharmonic, reconstruct, reconstruct_with_uncertainty  # noqa: E402
+from fastflow.recon.base import prepare_measurements  # noqa: E402
 from fastflow.recon.learned import FORMAT_NAME, LearnedModel, learned, learned_with_uncertainty  # noqa: E402
+from fastflow.recon.learned_check import MIN_REPRESENTED, check_windows, self_check  # noqa: E402
 from fastflow.recon.learned_data import (  # noqa: E402
     TrainingSet,
     chunk_samples,
@@ -215,3 +217,61 @@ def test_apply_to_run_merges_learned_results_into_the_evaluation(learned_run, ti
     assert "spearman" in out["rows"][0] and "nrmse" in out["rows"][0]
     with pytest.raises(InputError, match="unknown reconstruction method"):
         apply_to_run(learned_run, "kriging")
+
+
+# ------------------------------------------------------------------------------------------- self-check
+
+def _untrained_model(seed: int = 0) -> LearnedModel:
+    """A network fresh from its initialisation: its corrections are noise the check must see through."""
+    from fastflow.nn.blocks import build
+    from fastflow.recon.learned_training import LearnedTrainingConfig
+
+    torch.manual_seed(seed)
+    network = build(LearnedTrainingConfig(base=8, depth=2).network_config())
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.mul_(3.0)  # corrections of the order of the image's spread
+    return LearnedModel(network)
+
+
+def test_self_check_falls_back_to_interpolation_when_the_network_is_wrong():
+    truth = phantoms.flakes((120, 140), seed=21)
+    mask = scan_mask("random", truth.shape, 0.2, seed=2)
+    grid, idx = ScanGrid(truth.shape), np.argwhere(mask)
+    model = _untrained_model()
+    alone = learned(grid, idx, truth[mask], model=model, check=False)
+    checked, _, found = model.complete_checked(prepare_measurements(grid, idx, truth[mask]))
+    assert found.held_out >= 300 and found.represented > 0.9
+    assert found.network_weight < 0.05 and abs(sum(found.weights) - 1) < 1e-9 and min(found.weights) >= 0
+    assert found.rmse_blend <= min(found.rmse) + 1e-12
+    cubic = reconstruct(grid, idx, truth[mask], method="cubic")
+    assert nrmse(truth, checked) < 0.5 * nrmse(truth, alone)
+    assert nrmse(truth, checked) <= 1.05 * min(nrmse(truth, cubic), nrmse(truth, reconstruct(grid, idx, truth[mask],
+                                                                                              method="linear")))
+    np.testing.assert_array_equal(checked[mask], truth[mask])
+    again = learned(grid, idx, truth[mask], model=model)
+    np.testing.assert_array_equal(again, checked)  # deterministic
+
+
+def test_self_check_keeps_a_good_network_and_abstains_where_hidden_pixels_say_nothing(tiny_learned_model):
+    truth, mask, values = _held_out(7)
+    m = prepare_measurements(ScanGrid(truth.shape), np.argwhere(mask), values)
+    found = self_check(tiny_learned_model, m)
+    assert found.network_weight > 0.5, found  # the tiny model was trained for exactly these noisy images
+    # every 12th row measured: hidden pixels lie 1 px from the rest, unmeasured ones up to 6 px; the check abstains
+    rows = np.zeros(truth.shape, bool)
+    rows[::12] = True
+    lines = prepare_measurements(ScanGrid(truth.shape), np.argwhere(rows), truth[rows])
+    abstained = self_check(tiny_learned_model, lines)
+    assert abstained.held_out > 0 and abstained.represented < MIN_REPRESENTED
+    assert abstained.weights == (1.0, 0.0, 0.0)
+    # too few measurements to hide any: nothing hidden, the network alone
+    few = prepare_measurements(ScanGrid((40, 40)), [[3, 4], [20, 30], [35, 9]], [1.0, 2.0, 3.0])
+    assert self_check(tiny_learned_model, few).held_out == 0
+
+
+def test_check_windows_cover_small_images_and_spread_over_large_ones():
+    assert check_windows((100, 300)) == [(slice(0, 100), slice(22, 278))]
+    windows = check_windows((1100, 1200), window=256)
+    assert len(windows) == 4 and all(ys.stop - ys.start == 256 == xs.stop - xs.start for ys, xs in windows)
+    assert {ys.start for ys, _ in windows} == {211, 633} and {xs.start for _, xs in windows} == {236, 708}

@@ -18,7 +18,11 @@ How it works
 3. The standard deviation is multiplied by a calibration factor fitted on validation images, so that the
    truth falls inside the predicted 90 % interval (``mean ± 1.645 sigma``) for 90 % of the unmeasured
    pixels there; mean and sigma are mapped back to the values' units.
-4. Measured pixels keep their measured values exactly and get sigma 0 (``keep_measured=True``, the
+4. Unless ``check=False``, the network is checked against a tenth of the measurements hidden from it
+   (:mod:`fastflow.recon.learned_check`) and blended with the linear and cubic guesses by the weights
+   that fit the hidden values best; where the network loses on an image unlike its training set (clean
+   fine texture, wide gaps between scan lines), the blend leans on the interpolation.
+5. Measured pixels keep their measured values exactly and get sigma 0 (``keep_measured=True``, the
    default); with ``keep_measured=False`` they get the network's (denoised) estimate and its sigma.
 
 The default model ships inside the package (``fastflow/data/inpainting-default.safetensors`` and its card);
@@ -40,6 +44,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.modelfile import ModelError
 from fastflow.recon.base import Measurements, prepare_measurements
+from fastflow.recon.learned_check import GUESSES, SelfCheck, self_check
 from fastflow.recon.learned_inputs import INPUT_CHANNELS, network_inputs
 
 __all__ = [
@@ -177,22 +182,53 @@ class LearnedModel:
         measurements: Measurements,
         *,
         keep_measured: bool = True,
+        check: bool = True,
         tile: int = DEFAULT_TILE,
         overlap: int = DEFAULT_OVERLAP,
         device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The completed image and its standard deviation (float64, in the values' units)."""
+        """The completed image and its standard deviation (float64, in the values' units).
+
+        See :meth:`complete_checked`, which also returns what the self-check found.
+        """
+        image, std, _ = self.complete_checked(measurements, keep_measured=keep_measured, check=check, tile=tile,
+                                              overlap=overlap, device=device)
+        return image, std
+
+    def complete_checked(
+        self,
+        measurements: Measurements,
+        *,
+        keep_measured: bool = True,
+        check: bool = True,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        device: str = "cpu",
+    ) -> tuple[np.ndarray, np.ndarray, SelfCheck]:
+        """The completed image, its standard deviation and the self-check.
+
+        With ``check`` (the default) the network is first checked against hidden measurements
+        (:func:`fastflow.recon.learned_check.self_check`) and blended with the cubic interpolation by the
+        weight the check found; without it, or when too few pixels could be hidden, the network's mean is
+        used as it is.
+        """
         m = measurements
         if m.measured.all() and keep_measured:
-            return m.filled(), np.zeros(m.grid.shape)
+            return m.filled(), np.zeros(m.grid.shape), SelfCheck()
+        predict = {"tile": tile, "overlap": overlap, "device": device}
         inputs, loc, scale = network_inputs(m)
-        mean, sigma = self.predict_normalised(inputs, tile=tile, overlap=overlap, device=device)
+        mean, sigma = self.predict_normalised(inputs, **predict)
+        found = self_check(self, m, **predict) if check else SelfCheck()
+        if found.network_weight < 1.0:
+            mean = mean * found.weights[0]
+            for name, weight in zip(GUESSES, found.weights[1:]):
+                mean += weight * inputs[INPUT_CHANNELS.index(name)]
         image = mean.astype(np.float64) * scale + loc
         std = sigma.astype(np.float64) * (scale * self.sigma_scale)
         if keep_measured:
             image.ravel()[m.flat] = m.values
             std.ravel()[m.flat] = 0.0
-        return image, std
+        return image, std, found
 
     def describe(self) -> str:
         """A few human-readable lines about the model."""
@@ -247,6 +283,7 @@ def learned_with_uncertainty(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     device: str = "cpu",
+    check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learned completion and its per-pixel standard deviation.
 
@@ -266,6 +303,10 @@ def learned_with_uncertainty(
         Tile side and overlap of the tiled inference, in pixels.
     device : str, optional
         ``cpu``, ``cuda`` or ``auto``.
+    check : bool, optional
+        Check the network against a tenth of the measurements hidden from it and blend it with the cubic
+        interpolation by the weight that fits them best (:mod:`fastflow.recon.learned_check`); False uses
+        the network alone.
 
     Returns
     -------
@@ -284,8 +325,8 @@ def learned_with_uncertainty(
         If the model file is invalid.
     """
     m = prepare_measurements(grid, indices, values)
-    return _resolve(model).complete(m, keep_measured=bool(keep_measured), tile=int(tile), overlap=int(overlap),
-                                    device=device)
+    return _resolve(model).complete(m, keep_measured=bool(keep_measured), check=bool(check), tile=int(tile),
+                                    overlap=int(overlap), device=device)
 
 
 def learned(
@@ -297,6 +338,7 @@ def learned(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     device: str = "cpu",
+    check: bool = True,
 ) -> np.ndarray:
     """Learned completion by a convolutional network (needs torch; see :func:`learned_with_uncertainty`).
 
@@ -306,5 +348,5 @@ def learned(
     >>> image = learned(ScanGrid((32, 48)), [[0, 0], [31, 47], [10, 20]], [0.0, 1.0, 0.5])  # doctest: +SKIP
     """
     image, _ = learned_with_uncertainty(grid, indices, values, model=model, keep_measured=keep_measured,
-                                        tile=tile, overlap=overlap, device=device)
+                                        tile=tile, overlap=overlap, device=device, check=check)
     return image
