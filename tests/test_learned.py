@@ -271,7 +271,8 @@ def test_self_check_keeps_a_good_network_and_abstains_where_hidden_pixels_say_no
 
 
 def test_check_windows_cover_small_images_and_spread_over_large_ones():
-    assert check_windows((100, 300)) == [(slice(0, 100), slice(22, 278))]
+    assert check_windows((100, 300), window=256) == [(slice(0, 100), slice(22, 278))]
+    assert check_windows((100, 300)) == [(slice(0, 100), slice(54, 246))]  # the default 192 px window
     windows = check_windows((1100, 1200), window=256)
     assert len(windows) == 4 and all(ys.stop - ys.start == 256 == xs.stop - xs.start for ys, xs in windows)
     assert {ys.start for ys, _ in windows} == {211, 633} and {xs.start for _, xs in windows} == {236, 708}

@@ -96,12 +96,12 @@ def check_windows(shape: tuple[int, int], window: int = CHECK_WINDOW) -> list[tu
     return [(slice(y0, y0 + sy), slice(x0, x0 + sx)) for y0 in starts_y for x0 in starts_x]
 
 
-def _hide(m: Measurements, window: tuple[slice, slice], fraction: float,
+def _hide(m: Measurements, idx: np.ndarray, window: tuple[slice, slice], fraction: float,
           rng: np.random.Generator) -> tuple[Measurements, np.ndarray, np.ndarray, np.ndarray] | None:
     """The window's measurements less a hidden share, the hidden pixels' window indices and values, and the
-    distances of the window's unmeasured pixels (away from cut sides) to the nearest measurement."""
+    distances of the window's unmeasured pixels (away from cut sides) to the nearest measurement; ``idx``
+    is ``m.indices``."""
     (ys, xs), (ny, nx) = window, m.grid.shape
-    idx = m.indices
     inside = (idx[:, 0] >= ys.start) & (idx[:, 0] < ys.stop) & (idx[:, 1] >= xs.start) & (idx[:, 1] < xs.stop)
     local, values = idx[inside] - [ys.start, xs.start], m.values[inside]
     lo = np.array([_MARGIN if ys.start > 0 else 0, _MARGIN if xs.start > 0 else 0])
@@ -152,8 +152,9 @@ def self_check(
     rng = np.random.default_rng([seed, len(m.values)])
     parts: list[np.ndarray] = []
     unmeasured = np.zeros(len(DISTANCE_BINS) + 1)
+    idx = m.indices
     for win in check_windows(m.grid.shape, window):
-        split = _hide(m, win, fraction, rng)
+        split = _hide(m, idx, win, fraction, rng)
         if split is None:
             continue
         kept, where, values, distance = split
