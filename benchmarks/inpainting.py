@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--speed-cases", default=SPEED_CASES, help="grids and coverages timed, as YxX@coverage,...")
     parser.add_argument("--speed-methods", default=",".join(SPEED_METHODS), help="methods timed")
     parser.add_argument("--no-check", action="store_true",
-                        help="score the network alone (no self-check blend with cubic)")
+                        help="score the network alone (no self-check blend with the interpolations)")
     parser.add_argument("--baselines-only", action="store_true", help="fill the cache with the baselines only")
     args = parser.parse_args()
     from fastflow.recon.learned import LearnedModel

@@ -44,7 +44,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.modelfile import ModelError
 from fastflow.recon.base import Measurements, prepare_measurements
-from fastflow.recon.learned_check import GUESSES, SelfCheck, self_check
+from fastflow.recon.learned_check import SelfCheck, apply_blend, guess, self_check
 from fastflow.recon.learned_inputs import INPUT_CHANNELS, network_inputs
 
 __all__ = [
@@ -208,9 +208,9 @@ class LearnedModel:
         """The completed image, its standard deviation and the self-check.
 
         With ``check`` (the default) the network is first checked against hidden measurements
-        (:func:`fastflow.recon.learned_check.self_check`) and blended with the cubic interpolation by the
-        weight the check found; without it, or when too few pixels could be hidden, the network's mean is
-        used as it is.
+        (:func:`fastflow.recon.learned_check.self_check`) and blended with the linear, cubic and biharmonic
+        interpolations by the weights the check found; without it, or when too few pixels could be hidden,
+        the network's mean is used as it is.
         """
         m = measurements
         if m.measured.all() and keep_measured:
@@ -219,10 +219,8 @@ class LearnedModel:
         inputs, loc, scale = network_inputs(m)
         mean, sigma = self.predict_normalised(inputs, **predict)
         found = self_check(self, m, **predict) if check else SelfCheck()
-        if found.network_weight < 1.0:
-            mean = mean * found.weights[0]
-            for name, weight in zip(GUESSES, found.weights[1:]):
-                mean += weight * inputs[INPUT_CHANNELS.index(name)]
+        if found.network_weight < 1.0 or found.border_weights[0] < 1.0:
+            mean = apply_blend(found, mean, lambda name: guess(name, m, inputs, loc, scale))
         image = mean.astype(np.float64) * scale + loc
         std = sigma.astype(np.float64) * (scale * self.sigma_scale)
         if keep_measured:
@@ -304,9 +302,9 @@ def learned_with_uncertainty(
     device : str, optional
         ``cpu``, ``cuda`` or ``auto``.
     check : bool, optional
-        Check the network against a tenth of the measurements hidden from it and blend it with the cubic
-        interpolation by the weight that fits them best (:mod:`fastflow.recon.learned_check`); False uses
-        the network alone.
+        Check the network against a tenth of the measurements hidden from it and blend it with the linear,
+        cubic and biharmonic interpolations by the weights that fit them best
+        (:mod:`fastflow.recon.learned_check`); False uses the network alone.
 
     Returns
     -------

@@ -4,26 +4,32 @@ A network trained on generic images can be worse than plain interpolation on an 
 set: on a clean, finely textured image at high coverage it smooths texture it takes for noise, and across
 the gaps of a line scan the linear guess can beat it. Nothing but the measurements tells which case a scan
 is, so :func:`self_check` asks them: it hides a random tenth of the measured pixels of a window, completes
-the window from the rest with the network and with the linear and cubic (Delaunay) interpolations, and
-finds the blend of the three (non-negative weights summing to 1, by least squares) closest to the hidden
-values. :meth:`fastflow.recon.learned.LearnedModel.complete` applies that blend to the whole image; weights
-``(1, 0, 0)`` keep the network unchanged. Noise on the hidden values adds the same expected error to every
-candidate, so it does not bias the choice.
+the window from the rest with the network and with the :data:`GUESSES` (the linear and cubic Delaunay
+interpolations and the biharmonic one), and finds the blend of the four (non-negative weights summing to
+1, by least squares) closest to the hidden values. :meth:`fastflow.recon.learned.LearnedModel.complete`
+applies that blend to the whole image; weights ``(1, 0, 0, 0)`` keep the network unchanged. Noise on the
+hidden values adds the same expected error to every candidate, so it does not bias the choice.
 
 A hidden pixel is a fair test only of unmeasured pixels about as far from a measurement as it is from the
 remaining ones (:data:`DISTANCE_BINS`), or nearer (a harder test): each hidden pixel is weighted by the
 share of unmeasured pixels it stands for, and where the hidden pixels stand for less than half of them
-(a line scan: hidden pixels have a neighbour 1 px away on their line, the unmeasured ones lie between the
-lines) the check abstains and the network is used alone. The uncertainty stays the network's (the
-calibration of its sigma is not redone per image: hidden pixels are too few for a stable quantile).
+(measurements in dense patches far apart: hidden pixels have a neighbour 1 px away, the unmeasured ones
+lie far from any) the check abstains and the network is used alone. On a line scan (rows, columns or
+diagonals: :func:`line_direction`) a hidden pixel would keep its neighbours on its line, where every
+guess is good, while the unmeasured pixels lie between the lines; there whole runs of a line are hidden,
+so the guesses are judged across the lines (across a gap twice as wide: a harder test). The uncertainty
+stays the network's (the calibration of its sigma is not redone per image: hidden pixels are too few for
+a stable quantile).
 
-The check costs one extra network pass over a window of 192 px (one window for images under 16 windows'
-area, four spread windows above), not over the whole image.
+The check costs one extra network pass and one biharmonic solve over a window of 192 px (one window for
+images under 16 windows' area, four spread windows above), not over the whole image; the whole image's
+biharmonic interpolation is computed only when the blend gives it weight.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,9 +37,13 @@ from scipy import ndimage, optimize
 
 from fastflow.grid import ScanGrid
 from fastflow.recon.base import Measurements, prepare_measurements
+from fastflow.recon.biharmonic_cg import biharmonic_from_measurements
 from fastflow.recon.learned_inputs import INPUT_CHANNELS, network_inputs
 
-__all__ = ["CHECK_FRACTION", "CHECK_WINDOW", "GUESSES", "SelfCheck", "check_windows", "self_check"]
+__all__ = [
+    "BORDER", "CHECK_FRACTION", "CHECK_WINDOW", "GUESSES", "SelfCheck", "apply_blend", "check_windows", "guess",
+    "line_direction", "self_check",
+]
 
 CHECK_FRACTION = 0.1
 """Share of a window's measured pixels hidden by the check."""
@@ -47,8 +57,15 @@ DISTANCE_BINS = (1.5, 3.0, 6.0, 12.0, 24.0, 48.0)
 """Edges (pixels) of the distance classes in which hidden pixels stand for unmeasured ones."""
 MIN_REPRESENTED = 0.5
 """Least share of the unmeasured pixels the hidden ones must stand for (:attr:`SelfCheck.represented`)."""
-GUESSES = ("linear", "cubic")
-"""The interpolations (input channels) blended with the network."""
+BORDER = 4
+"""Pixels this close to the image's edge take the border blend (:attr:`SelfCheck.border_weights`); from
+there to twice as far the blend passes linearly to the interior one."""
+BORDER_GUESSES = ("biharmonic",)
+"""The guesses the border blend may use besides the network."""
+GUESSES = ("linear", "cubic", "biharmonic")
+"""The interpolations blended with the network: two of its input channels and the biharmonic one
+(:mod:`fastflow.recon.biharmonic_cg`), which on clean lattices at 10-20 % coverage is 2-3x closer to the
+truth than the cubic."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,14 @@ class SelfCheck:
     ----------
     weights : tuple of float
         Weights of the network and of the :data:`GUESSES` in the blend (non-negative, summing to 1).
+    border_weights : tuple of float
+        The same within :data:`BORDER` px of the image's edge, where only the network and the
+        :data:`BORDER_GUESSES` take part: near the edge the Delaunay interpolations lose their
+        neighbours on one side (measured over 336 scans of six development images, seven mask families
+        and four coverages, with and without noise: in the outer 4 px `linear` and `cubic` were 1.18x as
+        far from the truth as the biharmonic interpolation on average, the network 1.05x, and they were
+        the closest there in 7 % of the scans against 93 % for the other two), while the check's hidden
+        pixels, away from the edge, may favour them.
     held_out : int
         Measured pixels hidden and predicted (0: too few could be hidden; the network is used alone).
     represented : float
@@ -73,6 +98,7 @@ class SelfCheck:
     """
 
     weights: tuple[float, ...] = (1.0,) + (0.0,) * len(GUESSES)
+    border_weights: tuple[float, ...] = (1.0,) + (0.0,) * len(GUESSES)
     held_out: int = 0
     represented: float = 0.0
     rmse: tuple[float, ...] = ()
@@ -82,6 +108,18 @@ class SelfCheck:
     def network_weight(self) -> float:
         """Weight of the network in the blend (1: the network alone)."""
         return self.weights[0]
+
+
+def guess(name: str, measurements: Measurements, inputs: np.ndarray, loc: float, scale: float) -> np.ndarray:
+    """One of the :data:`GUESSES` in the network's normalised units, for the measurements whose input
+    channels are ``inputs`` (:func:`fastflow.recon.learned_inputs.network_inputs`, which gave ``loc`` and
+    ``scale``)."""
+    if name in INPUT_CHANNELS:
+        return inputs[INPUT_CHANNELS.index(name)]
+    if name == "biharmonic":
+        m = measurements
+        return biharmonic_from_measurements(m, (m.values - loc) / scale, start=inputs[INPUT_CHANNELS.index("cubic")])
+    raise ValueError(f"unknown guess {name!r}; expected one of {GUESSES}")
 
 
 def check_windows(shape: tuple[int, int], window: int = CHECK_WINDOW) -> list[tuple[slice, slice]]:
@@ -94,6 +132,40 @@ def check_windows(shape: tuple[int, int], window: int = CHECK_WINDOW) -> list[tu
     else:
         starts_y, starts_x = [(ny - sy) // 2], [(nx - sx) // 2]
     return [(slice(y0, y0 + sy), slice(x0, x0 + sx)) for y0 in starts_y for x0 in starts_x]
+
+
+_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+"""Neighbour directions (dy, dx) in which a scan's measured pixels may line up."""
+LINE_SHARE = 0.5
+"""A scan is line-like along a direction when at least this share of its measured pixels has a measured
+neighbour in that direction and at most a quarter of that share in every other direction."""
+
+
+def _pairs(measured: np.ndarray, dy: int, dx: int) -> int:
+    """Measured pixels whose neighbour at ``(dy, dx)`` (dy >= 0) is measured too."""
+    ny, nx = measured.shape
+    a = measured[: ny - dy, max(0, -dx) : nx - max(0, dx)]
+    b = measured[dy:, max(0, dx) : nx - max(0, -dx)]
+    return int(np.count_nonzero(a & b))
+
+
+def line_direction(measured: np.ndarray) -> tuple[int, int] | None:
+    """The direction ``(dy, dx)`` along which the measured pixels form lines (fly scans, skipped rows), or
+    None for scattered measurements (see :data:`LINE_SHARE`)."""
+    count = max(int(np.count_nonzero(measured)), 1)
+    shares = np.array([_pairs(measured, dy, dx) for dy, dx in _DIRECTIONS]) / count
+    best = int(np.argmax(shares))
+    if shares[best] >= LINE_SHARE and np.all(np.delete(shares, best) <= shares[best] / 4):
+        return _DIRECTIONS[best]
+    return None
+
+
+def _runs(measured: np.ndarray, direction: tuple[int, int]) -> np.ndarray:
+    """Labels of the runs of measured pixels along ``direction`` (0 elsewhere)."""
+    structure = np.zeros((3, 3), bool)
+    dy, dx = direction
+    structure[1, 1] = structure[1 + dy, 1 + dx] = structure[1 - dy, 1 - dx] = True
+    return ndimage.label(measured, structure=structure)[0]
 
 
 def _hide(m: Measurements, idx: np.ndarray, window: tuple[slice, slice], fraction: float,
@@ -113,7 +185,19 @@ def _hide(m: Measurements, idx: np.ndarray, window: tuple[slice, slice], fractio
     if hidden_count < 1 or len(candidates) < hidden_count or len(local) - hidden_count < 3:
         return None
     hidden = np.zeros(len(local), bool)
-    hidden[rng.choice(candidates, hidden_count, replace=False)] = True
+    direction = line_direction(m.measured[ys, xs])
+    if direction is None:
+        hidden[rng.choice(candidates, hidden_count, replace=False)] = True
+    else:
+        # on lines a hidden pixel's neighbours along its line would make every guess look good: whole runs
+        # are hidden instead, so that the hidden pixels are completed across the lines, as the unmeasured are
+        labels = _runs(m.measured[ys, xs], direction)[local[candidates, 0], local[candidates, 1]]
+        order = rng.permutation(np.unique(labels))
+        sizes = np.bincount(labels)[order]
+        chosen = order[: int(np.searchsorted(np.cumsum(sizes), hidden_count)) + 1]
+        hidden[candidates[np.isin(labels, chosen)]] = True
+        if len(local) - int(hidden.sum()) < 3:
+            return None
     kept = prepare_measurements(ScanGrid((ys.stop - ys.start, xs.stop - xs.start)), local[~hidden], values[~hidden])
     inner = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
     free = ~m.measured[ys, xs]
@@ -125,7 +209,7 @@ def self_check(
     model: Any, measurements: Measurements, *, fraction: float = CHECK_FRACTION, window: int = CHECK_WINDOW,
     seed: int = 0, **predict: Any,
 ) -> SelfCheck:
-    """Compare the network with the linear and cubic interpolations on hidden measured pixels.
+    """Compare the network with the linear, cubic and biharmonic interpolations on hidden measured pixels.
 
     Parameters
     ----------
@@ -145,7 +229,7 @@ def self_check(
     Returns
     -------
     SelfCheck
-        The blend's weights and the errors; weights ``(1, 0, 0)`` (the network alone) when too few pixels
+        The blend's weights and the errors; weights ``(1, 0, 0, 0)`` (the network alone) when too few pixels
         could be hidden or they stand for too few unmeasured ones.
     """
     m = measurements
@@ -161,7 +245,7 @@ def self_check(
         inputs, loc, scale = network_inputs(kept)
         mean, _ = model.predict_normalised(inputs, **predict)
         at = (where[:, 0], where[:, 1])
-        guesses = [mean[at], *(inputs[INPUT_CHANNELS.index(name)][at] for name in GUESSES)]
+        guesses = [mean[at], *(guess(name, kept, inputs, loc, scale)[at] for name in GUESSES)]
         hidden_distance = np.expm1(inputs[INPUT_CHANNELS.index("log_distance")][at])
         parts.append(np.stack([values, *(g * scale + loc for g in guesses),
                                np.digitize(hidden_distance, DISTANCE_BINS)]))
@@ -184,12 +268,36 @@ def self_check(
     weight = mass[bins] / hidden_count[bins]
     weights = _convex_fit(candidates, values, weight)
     blend = weights @ candidates
+    at_border = [0, *(1 + GUESSES.index(name) for name in BORDER_GUESSES)]
+    border_weights = np.zeros(len(candidates))
+    border_weights[at_border] = _convex_fit(candidates[at_border], values, weight)
 
     def rms(estimate: np.ndarray) -> float:
         return float(np.sqrt(np.average((estimate - values) ** 2, weights=weight)))
 
-    return SelfCheck(weights=tuple(float(w) for w in weights), held_out=int(held.shape[1]),
+    return SelfCheck(weights=tuple(float(w) for w in weights), border_weights=tuple(float(w) for w in border_weights),
+                     held_out=int(held.shape[1]),
                      represented=represented, rmse=tuple(rms(c) for c in candidates), rmse_blend=rms(blend))
+
+
+def apply_blend(found: SelfCheck, network: np.ndarray, guesses: Callable[[str], np.ndarray]) -> np.ndarray:
+    """The blend the check found, of the network's mean and the :data:`GUESSES` (``guesses(name)`` gives
+    each, computed only where a weight asks for it): :attr:`SelfCheck.weights` inside the image,
+    :attr:`SelfCheck.border_weights` near its edge (:data:`BORDER`)."""
+    inner, border = np.asarray(found.weights), np.asarray(found.border_weights)
+    images = [network, *(guesses(name) if max(inner[i + 1], border[i + 1]) > 0 else None
+                         for i, name in enumerate(GUESSES))]
+
+    def blend(weights: np.ndarray) -> np.ndarray:
+        return sum(w * image for w, image in zip(weights, images) if w > 0)
+
+    if np.array_equal(inner, border):
+        return blend(inner)
+    ny, nx = network.shape
+    edge = np.minimum.outer(np.minimum(np.arange(ny), np.arange(ny)[::-1]),
+                            np.minimum(np.arange(nx), np.arange(nx)[::-1]))
+    alpha = np.clip((2 * BORDER - edge) / BORDER, 0.0, 1.0)  # 1 at the edge, 0 from 2 * BORDER inwards
+    return (1 - alpha) * blend(inner) + alpha * blend(border)
 
 
 def _convex_fit(candidates: np.ndarray, values: np.ndarray, weight: np.ndarray) -> np.ndarray:
