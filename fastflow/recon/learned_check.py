@@ -28,8 +28,8 @@ biharmonic interpolation is computed only when the blend gives it weight.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
