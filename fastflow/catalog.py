@@ -667,10 +667,36 @@ class Serving:
     data_dir: Path
 
 
+def served_folder(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """The data folder to serve for ``path``, and a note for the user when it is not ``path`` itself.
+
+    Runs are published to the catalog of the folder that holds them, so serving a run folder (the
+    ``--out`` of one scan) or its ``scan.zarr`` would show an empty catalog: the folder above is served
+    instead, and the note says so. For a folder that holds no run and no catalog, the note says that
+    the catalog is empty and which folder to pass.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a folder.
+    """
+    path = _check_data_dir(path)
+    run = path.parent if is_scan_store(path) else path if is_scan_store(path / STORE_NAME) else None
+    if run is not None:
+        return run.parent, (f"{path} is a run folder, not a data folder: serving {run.parent}, where run "
+                            f"{run.name} is published (pass {run.parent} to serve it directly)")
+    if not find_runs(path) and not catalog_dir(path).exists():
+        return path, (f"{path} holds no run folders and no catalog yet: the catalog is empty; pass the folder "
+                      f"that holds the run folders (the parent of each scan's --out)")
+    return path, None
+
+
 def _prepare(data_dir: str | os.PathLike, api_key: str | None, publish_existing: bool, host: str,
              port: int) -> tuple[Path, str, bool]:
     """Check the arguments and the port, then publish what is new: everything a server needs before starting."""
-    data_dir = _check_data_dir(data_dir)
+    data_dir, note = served_folder(data_dir)
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)   # as the banner of serve(): the user must see it
     generated = api_key is None
     api_key = secrets.token_hex(24) if generated else _check_api_key(api_key)
     _check_port_free(host, port)
@@ -712,7 +738,8 @@ def serve(
     Parameters
     ----------
     data_dir : path-like
-        Folder holding the run folders; its catalog is ``DATA_DIR/.tiled``.
+        Folder holding the run folders; its catalog is ``DATA_DIR/.tiled``. A run folder (or its
+        ``scan.zarr``) serves the folder above it, where the run is published (:func:`served_folder`).
     host : str
         Interface to listen on; loopback by default. Use ``0.0.0.0`` only behind a firewall you trust.
     port : int

@@ -106,9 +106,8 @@ def scan(
     try:
         summary = adaptive_scan(**params)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: the points measured so far are saved in {run_dir}; "
-                   f"continue with: fastflow scan --resume {run_dir.name}", err=True)
-        raise typer.Exit(130) from None
+        typer.echo(_interrupted_message(Path(run_dir)), err=True)
+        raise typer.Exit(_interrupt_status()) from None
     if report == "json":
         typer.echo(json.dumps(jsonable(summary)))
     else:
@@ -163,7 +162,7 @@ def benchmark(
 
 @app.command()
 def serve(
-    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder of the runs (default: $FASTFLOW_DATA_DIR or ./fastflow-runs).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder of the runs (default: $FASTFLOW_DATA_DIR or ./fastflow-runs); a run folder serves the folder above it.")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key clients must send (default: $FASTFLOW_TILED_API_KEY, else a new random key, printed).")] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",
@@ -372,6 +371,53 @@ def _quiet_progress_lines() -> None:
             handler.addFilter(drop)
 
 
+#: Signals that stopped this command (SIGTERM handled as Ctrl-C; see :func:`_stop_on_sigterm`).
+_SIGNALS: list[int] = []
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM (a batch scheduler, systemd, a Prefect cancellation) stop the command as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process at once: no ``finally``, no exit handlers, so the run
+    would not be marked ``interrupted`` and Prefect's temporary API server and the Dask workers would
+    outlive the command. Raising ``KeyboardInterrupt`` instead unwinds it as Ctrl-C does. Inside a flow
+    run Prefect installs its own handler (its ``TerminationSignal`` counts as an interruption too, see
+    :func:`fastflow.errors.is_interruption`) and hands the signal back to this one when the run has ended.
+    """
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        _SIGNALS.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _interrupt_status() -> int:
+    """Exit status of an interrupted command: 128 + the signal (143 for SIGTERM, 130 for Ctrl-C)."""
+    import signal
+
+    return 128 + (_SIGNALS[0] if _SIGNALS else signal.SIGINT)
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    """What an interrupted scan left, and how to go on."""
+    from fastflow.runs import STORE_NAME
+    from fastflow.store import ScanStore
+
+    how = "terminated (SIGTERM)" if _SIGNALS else "interrupted"
+    try:
+        store = ScanStore.open(run_dir / STORE_NAME)
+        status, n_points = store.attrs.get("status"), store.n_points
+    except FastflowError:
+        return f"{how} before the run's store was created in {run_dir}; nothing was measured"
+    if status == "complete":
+        return (f"{how} after the scan had finished: its {n_points} points are in {run_dir}; what did not "
+                f"finish is the evaluation or the publishing (rebuild with: fastflow recon {run_dir} --method idw)")
+    return (f"{how}: the {n_points} points measured so far are saved in {run_dir}; "
+            f"continue with: fastflow scan --resume {run_dir}")
+
+
 def _print_report(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -426,6 +472,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    _stop_on_sigterm()
     try:
         rc = app(standalone_mode=False)
     except FastflowError as exc:
@@ -434,8 +481,8 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+        typer.echo("terminated (SIGTERM)" if _SIGNALS else "aborted", err=True)
+        sys.exit(_interrupt_status())
     except Exception as exc:  # click usage errors
         import click
 

@@ -25,3 +25,19 @@ class InstrumentError(FastflowError):
 
 class CatalogError(FastflowError):
     """A Tiled catalog or server cannot be reached, refuses the request, or lacks the requested run."""
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """True if ``exc`` asks the program to stop rather than reporting a failure.
+
+    That is every exception outside :class:`Exception`: ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM in the
+    ``fastflow`` command), ``SystemExit`` and the termination signal an orchestrator raises when it
+    cancels a run (Prefect's ``TerminationSignal`` on SIGTERM). A scan stopped by one is recorded as
+    ``interrupted`` and can be resumed; any other exception records it as ``failed``.
+
+    Examples
+    --------
+    >>> is_interruption(KeyboardInterrupt()), is_interruption(OSError("disk full"))
+    (True, False)
+    """
+    return not isinstance(exc, Exception)

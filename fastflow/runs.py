@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fastflow.errors import InputError, StoreError
+from fastflow.errors import InputError, StoreError, is_interruption
 from fastflow.grid import ScanGrid
 from fastflow.scan import StopRules, new_run_id, parse_fractions, run_scan
 from fastflow.store import ScanStore, is_scan_store, jsonable
@@ -424,10 +424,10 @@ def acquire(
                               route=config.route, progress=progress, overlap=config.overlap)
         finally:
             _close(instrument)
-    except KeyboardInterrupt:
-        store.close(stop_reason="interrupted", status="interrupted")
-        raise
     except BaseException as exc:
+        if is_interruption(exc):     # Ctrl-C, SIGTERM (a scheduler, systemd, a Prefect cancellation)
+            store.close(stop_reason="interrupted", status="interrupted")
+            raise
         try:
             store.update_attrs(status="failed", error=str(exc))
         finally:

@@ -241,14 +241,12 @@ def run_scan(
         """Wait for the batch in flight; whatever happens, what it measured is on disk before this returns."""
         try:
             return running.result()
-        except KeyboardInterrupt as exc:
-            if running.done():           # the measurement itself was interrupted
-                keep_partial(indices, exc)
+        except BaseException:
+            failure = running.exception() if running.done() else None
+            if failure is not None:      # the measurement itself failed or was interrupted
+                keep_partial(indices, failure)
                 raise
-            persist(indices, finish(running, indices))   # Ctrl-C while waiting: the batch completes, then stop
-            raise
-        except BaseException as exc:
-            keep_partial(indices, exc)
+            persist(indices, finish(running, indices))   # stopped while waiting: the batch completes, then stop
             raise
 
     stop_reason = None

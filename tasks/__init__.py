@@ -3,3 +3,7 @@
 No algorithm lives here; every task calls one library function. Tasks that return large arrays do not
 persist their results; tasks whose results are cached persist them as JSON (never pickle).
 """
+
+from tasks.common import verbatim_console
+
+verbatim_console()

@@ -19,6 +19,7 @@ from fastflow.catalog import (
     publish_runs,
     run_dataset,
     run_metadata,
+    served_folder,
     serving,
 )
 from fastflow.errors import CatalogError, InputError
@@ -165,6 +166,18 @@ def test_bad_input(tmp_path, server):
     with pytest.raises(CatalogError, match="another API key"):  # Tiled keeps one key per process
         with serving(server.data_dir, api_key="otherkey1", publish_existing=False):
             pass
+
+
+def test_a_run_folder_serves_the_data_folder_where_it_is_published(data_dir, tmp_path):
+    for given in (data_dir / "run-a", data_dir / "run-a" / "scan.zarr"):
+        folder, note = served_folder(given)
+        assert folder == data_dir
+        assert f"{given} is a run folder" in note and f"serving {data_dir}, where run run-a is published" in note
+    assert served_folder(data_dir) == (data_dir, None)
+    folder, note = served_folder(tmp_path)                   # nothing to serve: say which folder to pass
+    assert folder == tmp_path and "holds no run folders" in note and "parent of each scan's --out" in note
+    with pytest.raises(InputError, match="not a folder"):
+        served_folder(tmp_path / "missing")
 
 
 def test_environment_selects_the_server(server, data_dir, monkeypatch):

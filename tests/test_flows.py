@@ -94,11 +94,12 @@ def test_adaptive_scan_full_path_then_tiled_serve(sample, tmp_path):
         keys = {a.key for a in client.read_artifacts()}
     assert {"scan-summary", "scan-snapshots", "evaluation-metrics"} <= keys
 
-    # `fastflow serve DATA_DIR` on loopback, with a key
+    # `fastflow serve RUN_DIR` (the run folder, as a new user tries first) serves the data folder's catalog,
+    # where the run is published, and says so; on loopback, with a key
     from tiled.client import from_uri
 
     port, key = free_port(), "secret123"
-    server = subprocess.Popen([sys.executable, "-m", "fastflow.cli", "serve", str(data), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "fastflow.cli", "serve", str(run_dir), "--port", str(port),
                                "--api-key", key], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         uri = f"http://127.0.0.1:{port}"
@@ -133,6 +134,24 @@ def test_adaptive_scan_full_path_then_tiled_serve(sample, tmp_path):
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+    said = server.stdout.read()
+    assert f"{run_dir} is a run folder, not a data folder: serving {data}" in said
+    assert f"serving the runs of {data} at {uri}" in said
+
+
+def test_console_logs_show_pv_names_verbatim(tmp_path):
+    """Prefect's console renders `:x:` as an emoji; a flow run's log lines must show PV names as written."""
+    code = ("import flows\n"
+            "from prefect import flow, get_run_logger\n"
+            "@flow\n"
+            "def move():\n"
+            "    get_run_logger().info('moving BAR:X:SP to 1.5 mm (then :smile: [bold]done[/bold])')\n"
+            "move()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "moving BAR:X:SP to 1.5 mm (then :smile: [bold]done[/bold])" in done.stderr, done.stderr[-3000:]
+    assert "❌" not in done.stderr
 
 
 def test_invalid_parameters_are_refused_before_anything_is_created(sample, tmp_path):

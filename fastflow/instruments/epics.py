@@ -23,12 +23,14 @@ Safety and faults
   completed because the channel disconnected is not trusted), so a short outage is ridden through; past it,
   :class:`~fastflow.errors.InstrumentError` names the PV and the last point measured.
 - **Partial batches**: whenever :meth:`EpicsInstrument.measure` fails or is stopped part-way, the exception
-  (:class:`InstrumentError`, :class:`InstrumentAborted` or ``KeyboardInterrupt``) carries ``exc.partial``, a
+  (:class:`InstrumentError`, :class:`InstrumentAborted`, ``KeyboardInterrupt`` or another interruption such as
+  Prefect's termination signal on SIGTERM) carries ``exc.partial``, a
   :class:`~fastflow.instruments.Measurement` of the first ``len(exc.partial)`` points of the batch, in
   order, already counted in :attr:`~EpicsInstrument.elapsed` and :attr:`~EpicsInstrument.path_length`. The
   scan loop stores them before re-raising.
 - Abort: a non-zero abort PV stops the batch (:class:`InstrumentAborted`, with ``.partial``); a batch does not
-  start while it is set. ``KeyboardInterrupt`` stops a running list through the abort PV (then clears it).
+  start while it is set. An interruption (Ctrl-C, SIGTERM) stops a running list through the abort PV (then clears
+  it).
 - ``dry_run=True`` never writes: it connects, reads, and :meth:`~EpicsInstrument.measure` checks the limits and
   reads the detector and readbacks where the stage is, without moving or triggering.
 
@@ -448,10 +450,6 @@ class EpicsInstrument:
                     self._measure_points(idx, positions, acc)
                 else:
                     self._measure_list(positions, acc)
-        except KeyboardInterrupt as exc:
-            self._stop_after_interrupt()
-            exc.partial = self._commit(acc)  # type: ignore[attr-defined]
-            raise
         except InstrumentError as exc:
             exc.partial = self._commit(acc)  # type: ignore[attr-defined]
             raise
@@ -459,6 +457,10 @@ class EpicsInstrument:
             err = InstrumentError(f"EPICS instrument failed after {self._last}: {type(exc).__name__}: {exc}")
             err.partial = self._commit(acc)  # type: ignore[attr-defined]
             raise err from exc
+        except BaseException as exc:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal): stop the motion too
+            self._stop_after_interrupt()
+            exc.partial = self._commit(acc)  # type: ignore[attr-defined]
+            raise
         return self._commit(acc)
 
     # ------------------------------------------------------------------------------------ modes
@@ -646,7 +648,7 @@ class EpicsInstrument:
         return m
 
     def _stop_after_interrupt(self) -> None:
-        """After Ctrl-C in list mode: stop the list through the abort PV, then clear it."""
+        """After an interruption in list mode: stop the list through the abort PV, then clear it."""
         if self._dry_run or self._map.mode != "list" or "abort" not in self._pvs:
             return
         with warnings.catch_warnings():
