@@ -34,7 +34,7 @@ def main() -> None:
     from fastflow.grid import ScanGrid
     from fastflow.recon.base import prepare_measurements
     from fastflow.recon.learned import LearnedModel
-    from fastflow.recon.learned_check import GUESSES, guess
+    from fastflow.recon.learned_check import GUESSES, edge_distance, guess
     from fastflow.recon.learned_inputs import network_inputs
     from fastflow.recon.masks import scan_mask
     from fastflow.stem import scan_noise, stem_image
@@ -49,9 +49,7 @@ def main() -> None:
     wins: collections.Counter = collections.Counter()
     relative: dict[tuple[int, str], list[float]] = collections.defaultdict(list)
     for truth in images.values():
-        ny, nx = truth.shape
-        edge = np.minimum.outer(np.minimum(np.arange(ny), np.arange(ny)[::-1]),
-                                np.minimum(np.arange(nx), np.arange(nx)[::-1]))
+        edge = edge_distance(truth.shape)
         for source in (truth, scan_noise(truth, 4, dose=50)):
             for family in args.families.split(","):
                 for coverage in (float(c) for c in args.coverages.split(",")):

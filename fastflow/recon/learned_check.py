@@ -41,8 +41,8 @@ from fastflow.recon.biharmonic_cg import biharmonic_from_measurements
 from fastflow.recon.learned_inputs import INPUT_CHANNELS, network_inputs
 
 __all__ = [
-    "BORDER", "CHECK_FRACTION", "CHECK_WINDOW", "GUESSES", "SelfCheck", "apply_blend", "check_windows", "guess",
-    "line_direction", "self_check",
+    "BORDER", "CHECK_FRACTION", "CHECK_WINDOW", "GUESSES", "SelfCheck", "apply_blend", "check_windows", "edge_distance",
+    "guess", "line_direction", "self_check",
 ]
 
 CHECK_FRACTION = 0.1
@@ -280,6 +280,13 @@ def self_check(
                      represented=represented, rmse=tuple(rms(c) for c in candidates), rmse_blend=rms(blend))
 
 
+def edge_distance(shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel's distance in pixels to the nearest edge of an image of ``shape`` (0 on the outer ring)."""
+    ny, nx = shape
+    return np.minimum.outer(np.minimum(np.arange(ny), np.arange(ny)[::-1]),
+                            np.minimum(np.arange(nx), np.arange(nx)[::-1]))
+
+
 def apply_blend(found: SelfCheck, network: np.ndarray, guesses: Callable[[str], np.ndarray]) -> np.ndarray:
     """The blend the check found, of the network's mean and the :data:`GUESSES` (``guesses(name)`` gives
     each, computed only where a weight asks for it): :attr:`SelfCheck.weights` inside the image,
@@ -293,10 +300,7 @@ def apply_blend(found: SelfCheck, network: np.ndarray, guesses: Callable[[str], 
 
     if np.array_equal(inner, border):
         return blend(inner)
-    ny, nx = network.shape
-    edge = np.minimum.outer(np.minimum(np.arange(ny), np.arange(ny)[::-1]),
-                            np.minimum(np.arange(nx), np.arange(nx)[::-1]))
-    alpha = np.clip((2 * BORDER - edge) / BORDER, 0.0, 1.0)  # 1 at the edge, 0 from 2 * BORDER inwards
+    alpha = np.clip((2 * BORDER - edge_distance(network.shape)) / BORDER, 0.0, 1.0)  # 1 at the edge, 0 from 2 * BORDER inwards
     return (1 - alpha) * blend(inner) + alpha * blend(border)
 
 
