@@ -401,6 +401,15 @@ def _build_app(data_dir: Path, api_key: str) -> Any:
     return build_app(catalog, authentication=Authentication(single_user_api_key=api_key))
 
 
+def _served_app(data_dir: Path, api_key: str) -> Any:
+    """What ``fastflow serve`` serves: the Tiled app, with the live view mounted at ``/view`` (same key)."""
+    from fastflow.view import build_view_app
+
+    app = _build_app(data_dir, api_key)
+    app.mount("/view", build_view_app(data_dir, api_key))
+    return app
+
+
 def _unusable_catalog(data_dir: Path, exc: BaseException) -> CatalogError:
     root = catalog_dir(data_dir)
     detail = " ".join(str(exc).split())[:300]
@@ -767,9 +776,11 @@ def serve(
 def _run_uvicorn(data_dir: Path, api_key: str, host: str, port: int, generated: bool, log_level: str) -> None:
     import uvicorn
 
-    app = _build_app(data_dir, api_key)
+    app = _served_app(data_dir, api_key)
     shown_key = f"  (API key: {api_key})" if generated else ""
     print(f"serving the runs of {data_dir} at {_http_url(host, port)}{shown_key}", file=sys.stderr, flush=True)
+    print(f"live view: {_http_url(host, port)}/view/?api_key={api_key if generated else 'KEY'}", file=sys.stderr,
+          flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: reachable from other machines (the API key is still required)", host)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
@@ -803,7 +814,7 @@ def _serve_in_thread(data_dir: Path, api_key: str, host: str, port: int) -> Iter
     import httpx
     import uvicorn
 
-    app = _build_app(data_dir, api_key)
+    app = _served_app(data_dir, api_key)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name=f"tiled-{data_dir.name}", daemon=True)
     thread.start()

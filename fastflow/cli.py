@@ -57,6 +57,8 @@ def scan(
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
     fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from fill picks (the interlaced lattice of the stop coverage, then farthest-point), or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
+    roi: Annotated[Optional[str], typer.Option(help="Measure only inside this region: a mask file (.png/.tif/.npy, nonzero inside), a .json polygon file, or a polygon 'x,y; x,y; x,y' in grid pixels. Coverage counts its pixels.", show_default=False)] = None,
+    no_go: Annotated[Optional[list[str]], typer.Option(help="Never measure inside this region (same forms as --roi); repeat for several. The report says how far the stage route crossed them.", show_default=False)] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
     tiled_uri: Annotated[Optional[str], typer.Option(help="Tiled server to publish to (default: $FASTFLOW_TILED_URI, else the local catalog).")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key of that Tiled server (default: $FASTFLOW_TILED_API_KEY).")] = None,
@@ -89,7 +91,8 @@ def scan(
                             pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
                             route=route, overlap=overlap, sampler_options=options, instrument=instrument,
                             pv_map=str(pv_map) if pv_map is not None else None,
-                            shape=_numbers(shape, "--shape", int, 2), origin=_numbers(origin, "--origin", float, 2))
+                            shape=_numbers(shape, "--shape", int, 2), origin=_numbers(origin, "--origin", float, 2),
+                            roi=roi, no_go=list(no_go or []))
         config.check()
         run_id = new_run_id()
         run_dir = Path(out) if out is not None else runs_root() / run_id
@@ -112,6 +115,27 @@ def scan(
         typer.echo(json.dumps(jsonable(summary)))
     else:
         _print_report(summary)
+
+
+@app.command()
+def control(
+    run: Annotated[str, typer.Argument(help="The run: its id under the data folder, or its folder.")],
+    action: Annotated[str, typer.Argument(help="pause, resume, stop, stop-rule (with --coverage and/or --time-budget) or no-go (with --region).")],
+    coverage: Annotated[Optional[float], typer.Option(help="stop-rule: the new stop coverage, in (0, 1].", show_default=False)] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="stop-rule: the new time budget, seconds of acquisition.", show_default=False)] = None,
+    region: Annotated[Optional[str], typer.Option(help="no-go: a polygon 'x,y; x,y; x,y' in grid pixels, or a mask / .json polygon file.", show_default=False)] = None,
+) -> None:
+    """Steer a running scan: pause, resume, stop (data kept), change its stop rule, or add a no-go region.
+
+    The control takes effect at the next batch boundary and is recorded, with its time, in the run's
+    provenance (the store's `controls` attribute). Sent while no scan runs, it applies when the run resumes.
+    """
+    from fastflow.controls import send_control
+    from fastflow.runs import find_run
+
+    run_dir = find_run(run)
+    path = send_control(run_dir, action, source="cli", coverage=coverage, time_budget=time_budget, region=region)
+    typer.echo(f"sent {action} to run {run_dir.name} ({path.name}); it applies at the next batch boundary")
 
 
 @app.command()
@@ -447,6 +471,15 @@ def _print_report(summary: dict[str, Any]) -> None:
         f"simulated acquisition {summary['acquisition_time_s']:.1f} s, stage path {summary['path_length']:.0f}, "
         f"wall time {summary['wall_time_s']:.1f} s"
     )
+    if summary.get("regions"):
+        r, cross = summary["regions"], summary.get("no_go_crossing") or {}
+        typer.echo(f"regions: {r['allowed']} allowed pixels (the coverage counts these), {r['no_go']} no-go, "
+                   f"{r['outside_roi']} outside the region of interest; {cross.get('points', 0)} points measured "
+                   f"in no-go regions, stage route over them {cross.get('length_px', 0.0):.0f} px in "
+                   f"{cross.get('legs', 0)} legs")
+    if summary.get("controls"):
+        typer.echo("controls: " + "; ".join(f"{c['action']} {c['status']} at {c['n_points']} points"
+                                            for c in summary["controls"]))
     typer.echo(f"run id:  {summary['run_id']}")
     typer.echo(f"store:   {summary['store']}")
     if summary.get("figure"):

@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from fastflow.controls import ControlInbox
 from fastflow.errors import InputError, StoreError, is_interruption
 from fastflow.grid import ScanGrid
+from fastflow.regions import ALLOWED, NO_GO, Regions, route_crossing
 from fastflow.scan import StopRules, new_run_id, parse_fractions, run_scan
 from fastflow.store import ScanStore, is_scan_store, jsonable
 
@@ -121,6 +123,11 @@ class ScanConfig:
         EPICS: grid shape ``[ny, nx]`` (default: the sample's shape).
     origin : list of float, optional
         Physical position of pixel (0, 0) (default ``[0, 0]``).
+    roi : str, optional
+        Region of interest: measure only inside it (a mask file, a JSON polygon file or an inline polygon
+        ``"x,y; x,y; x,y"`` in grid pixels; :func:`fastflow.regions.region_mask`). Coverage counts its pixels.
+    no_go : list of str
+        No-go regions, in the same forms: never measured.
     """
 
     sample: str | None = "flakes"
@@ -144,6 +151,8 @@ class ScanConfig:
     pv_map: str | None = None
     shape: list[int] | None = None
     origin: list[float] | None = None
+    roi: str | None = None
+    no_go: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScanConfig:
@@ -186,6 +195,7 @@ class ScanSetup:
     sampler: Any
     stop: StopRules
     snapshots: list[float]
+    regions: Regions
 
     def instrument(self, start: Any = None, seed_offset: int = 0) -> Any:
         """The instrument of the run.
@@ -283,11 +293,32 @@ def _setup(config: ScanConfig) -> ScanSetup:
     except (TypeError, ValueError) as exc:
         raise InputError(f"bad grid: {exc}") from None
     c.shape, c.origin = list(grid.shape), list(grid.origin)
+    regions = _regions(c, grid)
     sampler = make_sampler(c.sampler, grid, coverage=stop.coverage, seed=c.seed, **options)
-    setup = ScanSetup(c, image, sample_meta, grid, sampler, stop, snapshots)
+    if regions.active:
+        sampler.restrict(~regions.allowed)
+    setup = ScanSetup(c, image, sample_meta, grid, sampler, stop, snapshots, regions)
     if c.instrument == "simulated":
         setup.instrument()                        # validates dwell, speed, settle
     return setup
+
+
+def _regions(c: ScanConfig, grid: ScanGrid) -> Regions:
+    """The configuration's regions on ``grid``; region files become absolute paths (a resume finds them)."""
+    if isinstance(c.no_go, str):
+        c.no_go = [c.no_go]
+    if not isinstance(c.no_go, (list, tuple)) or not all(isinstance(v, str) for v in c.no_go):
+        raise InputError(f"no-go regions must be a list of strings (files or polygons); got {c.no_go!r}")
+    if c.roi is not None and not isinstance(c.roi, str):
+        raise InputError(f"the region of interest must be a string (a file or a polygon); got {c.roi!r}")
+
+    def absolute(spec: str) -> str:
+        path = Path(spec).expanduser()
+        return str(path.resolve()) if path.suffix and path.is_file() else spec
+
+    c.roi = None if c.roi is None else absolute(c.roi)
+    c.no_go = [absolute(v) for v in c.no_go]
+    return Regions(grid.shape, roi=c.roi, no_go=c.no_go)
 
 
 def find_run(run: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
@@ -360,6 +391,9 @@ def create_run(config: ScanConfig, run_dir: str | os.PathLike | None = None, *,
             **dict(extra_attrs or {}),
         },
     )
+    if setup.regions.active:
+        store.set_region(setup.regions.codes)
+        store.update_attrs(regions=setup.regions.summary())
     store.release()
     return run_dir
 
@@ -417,13 +451,25 @@ def acquire(
         if store.n_points:
             m = store.measurements()
             start, offset = m["positions"][-1], store.n_points
+        codes = store.region()                 # the regions given at the start and any drawn since
+        if codes.any():
+            setup.sampler.restrict(codes != ALLOWED)
+        if "stop_rules" in store.attrs and store.attrs.get("controls"):   # a stop rule changed by the operator
+            rules = store.attrs["stop_rules"]
+            setup.stop.coverage, setup.stop.time_budget = rules["coverage"], rules.get("time_budget_s")
         instrument = setup.instrument(start=start, seed_offset=offset)
         try:
             result = run_scan(setup.sampler, instrument, store, stop=setup.stop, batch_size=config.batch_size,
                               snapshots=setup.snapshots, truth=setup.image, recon_method=config.recon,
-                              route=config.route, progress=progress, overlap=config.overlap)
+                              route=config.route, progress=progress, overlap=config.overlap,
+                              control=ControlInbox(run_dir))
         finally:
             _close(instrument)
+        crossing = None
+        codes = store.region()
+        if (codes == NO_GO).any():
+            crossing = route_crossing(store.measurements()["indices"], codes == NO_GO)
+            store.update_attrs(no_go_crossing=crossing)
     except BaseException as exc:
         if is_interruption(exc):     # Ctrl-C, SIGTERM (a scheduler, systemd, a Prefect cancellation)
             store.close(stop_reason="interrupted", status="interrupted")
@@ -452,6 +498,9 @@ def acquire(
         "instrument": config.instrument,
         "sampler": setup.sampler.name,
         **result.summary(),
+        "allowed_pixels": setup.sampler.n_allowed,
+        **({"regions": store.attrs.get("region_pixels"), "no_go_crossing": crossing} if codes.any() else {}),
+        **({"controls": store.attrs["controls"]} if store.attrs.get("controls") else {}),
     })
     (run_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
     return summary
@@ -488,6 +537,49 @@ def scan_markdown(report: dict[str, Any]) -> str:
                      f"| {row.get('ssim', float('nan')):.4f} |")
     lines += ["", f"Store: `{report['store']}`", "", "Open it:", "```python", *open_instructions(report), "```"]
     return "\n".join(lines)
+
+
+def progress_markdown(run_dir: str | os.PathLike, done: int, total: int, wall_s: float) -> str:
+    """A markdown summary of a running scan, for a dashboard: coverage, points, the latest error, the time
+    left (from the rate of points so far), the stop rule, pause state, regions and operator controls.
+
+    Reads only the store's committed metadata, so calling it while the scan writes is safe and cheap.
+    """
+    store = ScanStore.open(Path(run_dir) / STORE_NAME)
+    attrs = store.attrs
+    rate = done / wall_s if wall_s > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else float("nan")
+    table = store.snapshot_table()
+    error = next((row for row in reversed(table) if row.get("nrmse") is not None), None)
+    rules = attrs.get("stop_rules", {})
+    state = "paused" if attrs.get("paused") else attrs.get("status", "running")
+    lines = [f"# Run {attrs.get('run_id', Path(run_dir).name)}: {state}", "",
+             "| | |", "|---|---|",
+             f"| points | {done} of {total} ({done / max(total, 1):.1%}) |",
+             f"| time left | {_duration(left)} at {rate:.0f} points/s |",
+             f"| stop rule | coverage {rules.get('coverage')}, time budget {rules.get('time_budget_s') or 'none'} |"]
+    if error is not None:
+        lines.append(f"| NRMSE at {error['coverage']:.1%} | {error['nrmse']:.4f} |")
+    if attrs.get("region_pixels"):
+        r = attrs["region_pixels"]
+        lines.append(f"| regions | {r['allowed']} allowed pixels, {r['no_go']} no-go, {r['outside_roi']} outside the ROI |")
+    if attrs.get("controls"):
+        last = attrs["controls"][-1]
+        lines.append(f"| controls | {len(attrs['controls'])}, last: {last['action']} {last.get('status', '')} |")
+    served = os.environ.get("FASTFLOW_TILED_URI")      # a facility server that mounts the live view
+    view = (f"[live view]({served.rstrip('/')}/view/?run={Path(run_dir).name})" if served else
+            f"live view: `fastflow serve {Path(run_dir).parent}`, then "
+            f"http://127.0.0.1:8000/view/?run={Path(run_dir).name}")
+    lines += ["", f"Watch it: {view}.", "",
+              f"Store: `{store.path}`. Steer it with `fastflow control {Path(run_dir)} pause|resume|stop`."]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def open_instructions(report: dict[str, Any]) -> list[str]:

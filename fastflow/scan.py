@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from fastflow.controls import ControlInbox
 from fastflow.errors import InputError
 from fastflow.instruments.base import Instrument, Measurement
 from fastflow.metrics import evaluate
 from fastflow.recon import reconstruct_with_uncertainty
 from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
-from fastflow.store import ScanStore
+from fastflow.store import ScanStore, now_iso
 
 
 class _Inline:
@@ -44,6 +45,10 @@ STOP_COVERAGE = "coverage reached"
 STOP_SAMPLER = "sampler finished"
 STOP_TIME = "time budget reached"
 STOP_INTERRUPTED = "interrupted"
+STOP_OPERATOR = "stopped by the operator"
+
+#: Seconds between looks at the control inbox while a scan is paused.
+PAUSE_POLL_S = 0.2
 
 
 @dataclass
@@ -93,6 +98,59 @@ class ScanResult:
         }
 
 
+class _Operator:
+    """Applies operator controls between batches and records each in the store's ``controls`` attribute."""
+
+    def __init__(self, inbox: ControlInbox | None, store: ScanStore, sampler: BaseSampler, stop: StopRules) -> None:
+        self.inbox, self.store, self.sampler, self.stop = inbox, store, sampler, stop
+        self.paused = False
+        self.stopped = False
+
+    def check(self) -> bool:
+        """Apply the controls sent so far (waiting while paused); True when the scan must stop now."""
+        if self.inbox is None:
+            return False
+        while True:
+            for doc in self.inbox.poll():
+                self._apply(doc)
+            if self.stopped or not self.paused:
+                return self.stopped
+            time.sleep(PAUSE_POLL_S)
+
+    def _apply(self, doc: dict[str, Any]) -> None:
+        action = doc.get("action")
+        entry = {**doc, "applied": now_iso(), "applied_unix": time.time(), "n_points": self.store.n_points}
+        try:
+            if action == "pause":
+                self.paused = True
+            elif action == "resume":
+                self.paused = False
+            elif action == "stop":
+                self.stopped = True
+            elif action == "stop_rule":
+                rules = StopRules(coverage=doc.get("coverage", self.stop.coverage),
+                                  time_budget=doc.get("time_budget", self.stop.time_budget))
+                entry["previous"] = {"coverage": self.stop.coverage, "time_budget_s": self.stop.time_budget}
+                self.stop.coverage, self.stop.time_budget = rules.coverage, rules.time_budget
+            elif action == "no_go":
+                from fastflow.regions import NO_GO, region_mask
+
+                mask = region_mask(doc["region"], self.store.grid.shape)
+                released = self.sampler.restrict(mask)
+                codes = self.store.region()
+                codes[mask] = NO_GO
+                self.store.set_region(codes)
+                entry.update(pixels=int(mask.sum()), released_pending=int(len(released)))
+            else:
+                raise InputError(doc.get("error", f"unknown control {action!r}"))
+            entry["status"] = "applied"
+        except InputError as exc:        # a bad control is refused and recorded; the scan goes on
+            entry.update(status="refused", error=str(exc))
+        controls = self.store.attrs.get("controls", [])
+        self.store.update_attrs(controls=[*controls, entry], paused=self.paused,
+                                stop_rules={"coverage": self.stop.coverage, "time_budget_s": self.stop.time_budget})
+
+
 def parse_fractions(text: str | Sequence[float] | None, what: str = "snapshot coverage") -> list[float]:
     """Parse ``"0.05,0.1"`` (or a sequence) into sorted unique fractions in (0, 1]."""
     if text is None or text == "":
@@ -119,6 +177,7 @@ def run_scan(
     route: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
     overlap: bool = False,
+    control: ControlInbox | None = None,
 ) -> ScanResult:
     """Run a scan until a stop rule holds, persisting every batch before the sampler sees it.
 
@@ -155,6 +214,12 @@ def run_scan(
         already chooses batch k+1 from the points measured before batch k. Static samplers choose the same
         points either way; an adaptive sampler's batch k+1 then lacks batch k's values (a one-batch lag).
         The time saved is the sampler's step time per batch. Errors in either keep the batch in flight.
+    control : ControlInbox, optional
+        Operator controls (pause, resume, stop, a new stop rule, a no-go region), read between batches,
+        applied and recorded in the store's ``controls`` attribute (:mod:`fastflow.controls`).
+
+    Coverage counts the pixels the sampler may measure (:meth:`BaseSampler.restrict`, :mod:`fastflow.regions`);
+    restrict the sampler before the call, as :func:`fastflow.runs.acquire` does from the store's regions.
 
     Returns
     -------
@@ -163,12 +228,20 @@ def run_scan(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch size must be a positive integer; got {batch_size!r}")
     grid = store.grid
-    n_total = grid.size
-    n_target = max(1, round(stop.coverage * n_total))      # as many pixels as a static pattern of that coverage
-    snap_targets = sorted({max(1, round(c * n_total)) for c in snapshots if c <= stop.coverage})
     idx_parts, val_parts = [], []
-    done_snapshots = {int(round(c * n_total)) for c in store.snapshots()[0]}
+    stored_coverages = store.snapshots()[0]
+    snap_due = [c for c in sorted(set(snapshots))       # a resumed scan does not repeat its snapshots
+                if not (len(stored_coverages) and stored_coverages.max() >= c - 0.5 / sampler.n_allowed)]
     t_wall = time.perf_counter()
+
+    def target() -> int:
+        """Points to measure: as many allowed pixels as a static pattern of the stop coverage has."""
+        return max(1, round(stop.coverage * sampler.n_allowed))
+
+    def next_snapshot() -> int | None:
+        """Point count of the next snapshot due, or None."""
+        due = [max(1, round(c * sampler.n_allowed)) for c in snap_due if c <= stop.coverage]
+        return min(due) if due else None
 
     t_offset = path_offset = 0.0
     if store.n_points:  # resume: replay what is on disk, and continue its clock and stage path
@@ -193,24 +266,26 @@ def run_scan(
             latest.update(n=n_now, result=reconstruct_with_uncertainty(grid, indices, values, method=recon_method))
         return latest["result"]
 
-    def snapshot(n_measured: int) -> None:
+    def snapshot() -> None:
         image, sigma = rebuild()
         metrics = evaluate(truth, image) if truth is not None else {}
-        cov = n_measured / n_total
-        store.add_snapshot(cov, image, metrics, uncertainty=sigma)
-        done_snapshots.add(n_measured)
+        erd = getattr(sampler, "erd_map", None)
+        if callable(erd) and (decision := erd()) is not None:
+            store.set_erd(decision)          # first: a viewer keys the stored images on the snapshot count
+        store.add_snapshot(sampler.coverage, image, metrics, uncertainty=sigma)
+        snap_due[:] = [c for c in snap_due if max(1, round(c * sampler.n_allowed)) > sampler.n_inside]
 
     last = {"batch": idx_parts[-1] if idx_parts else None}   # the batch the stage visits last, for routes
 
     def plan() -> np.ndarray | None:
         """The next batch (routed), counting points being measured as taken; None when no batch is due."""
-        n_known = sampler.n_measured + sampler.n_pending
-        if n_known >= n_target or sampler.done:
+        n_known = sampler.n_inside + sampler.n_pending
+        if n_known >= target() or sampler.done:
             return None
-        limit = min(batch_size, n_target - n_known)
-        upcoming = [t for t in snap_targets if t > n_known]
-        if upcoming:
-            limit = min(limit, upcoming[0] - n_known)
+        limit = min(batch_size, target() - n_known)
+        upcoming = next_snapshot()
+        if upcoming is not None and upcoming > n_known:
+            limit = min(limit, upcoming - n_known)
         indices = sampler.ask(limit)
         if len(indices) == 0:
             return None
@@ -250,9 +325,10 @@ def run_scan(
             raise
 
     stop_reason = None
+    operator = _Operator(control, store, sampler, stop)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastflow-measure") if overlap else None
     try:
-        batch = plan()
+        batch = None if operator.check() else plan()
         while batch is not None:
             if stop.time_budget is not None and t_offset + instrument.elapsed >= stop.time_budget:
                 stop_reason = STOP_TIME
@@ -266,16 +342,25 @@ def run_scan(
                     persist(batch, finish(running, batch))
                     raise
             persist(batch, finish(running, batch))
-            if sampler.n_measured in snap_targets and sampler.n_measured not in done_snapshots:
-                snapshot(sampler.n_measured)
+            due = next_snapshot()
+            if due is not None and sampler.n_inside >= due:
+                snapshot()
             if progress is not None:
-                progress(sampler.n_measured, n_target)
+                progress(sampler.n_inside, target())
+            if operator.check():
+                stop_reason = STOP_OPERATOR
+                break
+            if following is not None:         # a region drawn since it was planned: drop what lies inside
+                following = following[sampler.allowed[following[:, 0], following[:, 1]]]
+                following = following if len(following) else None
             batch = following if following is not None else plan()   # a sampler may need the values first
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+    if stop_reason is None and operator.stopped:
+        stop_reason = STOP_OPERATOR
     if stop_reason is None:
-        if sampler.n_measured >= n_target:
+        if sampler.n_inside >= target():
             stop_reason = STOP_COVERAGE
         elif sampler.done:
             stop_reason = getattr(sampler, "stop_reason", None) or STOP_SAMPLER
@@ -283,9 +368,12 @@ def run_scan(
             stop_reason = STOP_SAMPLER
 
     if not idx_parts:
+        if stop_reason == STOP_OPERATOR:
+            raise InputError("the scan was stopped by the operator before it measured a point")
         raise InputError("the scan measured no points; check the sampler and stop rules")
-    if sampler.n_measured not in done_snapshots:
-        snapshot(sampler.n_measured)
+    table = store.snapshot_table()
+    if not table or table[-1]["n_points"] != store.n_points:
+        snapshot()
     final, final_sigma = rebuild()
     store.set_reconstruction(final, uncertainty=final_sigma, method=recon_method, coverage=sampler.coverage,
                              n_points=store.n_points)

@@ -14,6 +14,8 @@ Layout (``xarray.open_zarr(path, consolidated=False)`` returns it as a Dataset):
     uncertainty    (y, x)            float64  standard deviation of the latest reconstruction's error, where
                                               its method estimates one (``learned``); NaN otherwise
     snapshot_uncertainty (coverage, y, x)     the same for each snapshot
+    region         (y, x)            uint8    0 allowed, 1 outside the region of interest, 2 no-go
+    erd            (y, x)            float32  an adaptive sampler's ERD map at the latest snapshot (NaN otherwise)
     coverage       (coverage,)       float64  coverage of each snapshot; snapshot_points (coverage,) int64
     nrmse, ssim, psnr (coverage,)    float64  metrics against a ground truth, when the store has one
     attrs: grid, channels, provenance, n_points, status, stop_reason, ...
@@ -225,6 +227,12 @@ class ScanStore:
             "snapshot_uncertainty", shape=(0, ny, nx), chunks=(1, *img_chunks), dtype="float64",
             fill_value=np.nan, dimension_names=["coverage", "y", "x"],
         )
+        erd = group.create_array("erd", shape=(ny, nx), chunks=img_chunks, dtype="float32", fill_value=np.nan,
+                                 dimension_names=["y", "x"])
+        erd.attrs["description"] = "expected reduction in distortion at the latest snapshot (adaptive samplers; NaN otherwise)"
+        region = group.create_array("region", shape=(ny, nx), chunks=img_chunks, dtype="uint8", fill_value=0,
+                                    dimension_names=["y", "x"])
+        region.attrs["description"] = "0 allowed, 1 outside the region of interest, 2 no-go (fastflow.regions)"
         group.create_array("coverage", shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
                            dimension_names=["coverage"])
         group.create_array("snapshot_points", shape=(0,), chunks=(256,), dtype="int64", fill_value=-1,
@@ -241,7 +249,7 @@ class ScanStore:
             "n_points": 0,
             "n_batches": 0,
             "status": "running",
-            "created": _now(),
+            "created": now_iso(),
             **attrs,
         }
         for name in group.array_keys():
@@ -291,6 +299,15 @@ class ScanStore:
             "batch": self._read("batch").astype(np.int64),
             "time": self._read("time"),
         }
+
+    def point_columns(self, names: tuple[str, ...] = ("iy", "ix"), start: int = 0) -> dict[str, np.ndarray]:
+        """Some point arrays (``iy``, ``ix``, ``value``, ``batch``, ``time``, ``y``, ``x``) from point ``start``
+        on, of the committed state: what a viewer needs, without reading the rest."""
+        unknown = sorted(set(names) - set(_POINT_VARS))
+        if unknown:
+            raise StoreError(f"unknown point arrays {', '.join(unknown)}; known: {', '.join(_POINT_VARS)}")
+        sel = slice(min(max(int(start), 0), self.n_points), self.n_points)
+        return {name: self._read(name, sel) for name in names}
 
     def snapshots(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coverages, images)`` of the snapshots written so far."""
@@ -370,6 +387,56 @@ class ScanStore:
         sigma = self._read("uncertainty")
         return None if np.isnan(sigma).all() else sigma
 
+    def image(self, name: str) -> np.ndarray | None:
+        """One of the ``(y, x)`` images (``reconstruction``, ``uncertainty``, ``erd``, ``region``), or None
+        when the store has no such array (made by an older fastflow)."""
+        if name not in self._meta or self._meta[name].dimension_names != ("y", "x"):
+            return None
+        return self._read(name)
+
+    def latest_snapshot(self, name: str = "snapshots") -> np.ndarray | None:
+        """The last snapshot's image (``snapshots``) or uncertainty map (``snapshot_uncertainty``), or None."""
+        k = self.n_snapshots
+        if not k or name not in self._meta:
+            return None
+        return self._read(name, k - 1)
+
+    def last_time(self) -> float:
+        """Seconds since the scan started when its last stored point was complete (0 with no point)."""
+        n = self.n_points
+        value = float(self._read("time", slice(n - 1, n))[0]) if n else 0.0
+        return value if np.isfinite(value) else 0.0
+
+    def set_erd(self, erd: np.ndarray) -> None:
+        """Replace the stored ERD map (the adaptive sampler's decision map at the latest snapshot)."""
+        self._check_writable()
+        if "erd" not in self._meta:
+            return
+        with self._transaction():
+            sync(self._array("erd").setitem(slice(None), self._check_image(erd).astype(np.float32)))
+            self._commit()
+
+    def region(self) -> np.ndarray:
+        """The region code of every pixel, ``(ny, nx)`` uint8: 0 allowed, 1 outside the region of interest,
+        2 no-go (:mod:`fastflow.regions`); all 0 for a store made before regions existed."""
+        if "region" not in self._meta:
+            return np.zeros(self.grid.shape, dtype=np.uint8)
+        return self._read("region").astype(np.uint8)
+
+    def set_region(self, codes: np.ndarray) -> None:
+        """Replace the region codes (the regions given at the start, plus any drawn since)."""
+        self._check_writable()
+        codes = np.asarray(codes)
+        if codes.shape != self.grid.shape or not np.isin(codes, (0, 1, 2)).all():
+            raise StoreError(f"region codes must be 0, 1 or 2 on the grid's shape {self.grid.shape}")
+        if "region" not in self._meta:
+            raise StoreError(f"{self.path} was made before regions existed; it cannot record one")
+        with self._transaction():
+            sync(self._array("region").setitem(slice(None), codes.astype(np.uint8)))
+            self._commit({}, {"region_pixels": {"allowed": int((codes == 0).sum()),
+                                                "outside_roi": int((codes == 1).sum()),
+                                                "no_go": int((codes == 2).sum())}})
+
     def set_reconstruction(self, image: np.ndarray, uncertainty: np.ndarray | None = None, **attrs: Any) -> None:
         """Replace the latest reconstruction (``(ny, nx)``), and its uncertainty map where the method gives
         one, and record ``attrs`` (e.g. method, coverage)."""
@@ -415,7 +482,7 @@ class ScanStore:
         if self.closed:
             return
         if self.mode == "a":
-            attrs: dict[str, Any] = {"status": status, "stopped": _now()}
+            attrs: dict[str, Any] = {"status": status, "stopped": now_iso()}
             if stop_reason is not None:
                 attrs["stop_reason"] = stop_reason
             with self._transaction():
@@ -503,7 +570,7 @@ class ScanStore:
         for name, extra in (array_attrs or {}).items():
             merged = {**self._meta[name].attributes, **extra}
             self._meta[name] = self._meta[name].update_attributes(merged)
-        self._attrs["updated"] = _now()
+        self._attrs["updated"] = now_iso()
         cdir = commits_dir(self.path)
         gen = self._generation + 1
         gdir = cdir / f"g{gen:08d}"
@@ -553,10 +620,44 @@ class ScanStore:
         shutil.rmtree(commits_dir(self.path), ignore_errors=True)
 
     def _load(self) -> None:
+        """Read the metadata of the group and of every array, all from one committed state.
+
+        While a writer commits, each ``zarr.json`` is a symlink through ``current``; reading them one by one
+        could mix two generations (arrays of different lengths), so the generation is resolved once and its
+        documents are read from there. A generation pruned meanwhile, or a store sealed meanwhile, is
+        simply read again.
+        """
+        for _ in range(5):
+            try:
+                if self._load_generation():
+                    return
+            except FileNotFoundError:
+                continue
+            break
         group = zarr.open_group(store=self._root, mode="r")
         self._group_meta = group.metadata
         self._attrs = dict(group.attrs)
         self._meta = {name: arr.metadata for name, arr in group.arrays()}
+
+    def _load_generation(self) -> bool:
+        """Load the metadata from the current generation folder; False when the store has none (sealed)."""
+        from zarr.core.group import GroupMetadata
+        from zarr.core.metadata.v3 import ArrayV3Metadata
+
+        cdir = commits_dir(self.path)
+        try:
+            gdir = cdir / os.readlink(cdir / "current")
+        except OSError:
+            return False
+        group = json.loads((gdir / _doc_name("")).read_text())
+        meta = {}
+        for doc in sorted(gdir.glob("*.json")):
+            if doc.name != _doc_name(""):
+                meta[doc.name[: -len(".json")]] = ArrayV3Metadata.from_dict(json.loads(doc.read_text()))
+        self._group_meta = GroupMetadata.from_dict(group)
+        self._attrs = dict(group.get("attributes", {}))
+        self._meta = meta
+        return True
 
     def _recover(self) -> None:
         """Prepare a store for appending: recover from a killed writer, or unseal a closed store."""
@@ -601,7 +702,8 @@ def _doc_name(name: str) -> str:
     return f"{name or '.group'}.json"
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The local time as recorded in stores and provenance: ``2026-12-03T21:30:05+0000``."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 

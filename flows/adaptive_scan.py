@@ -40,6 +40,8 @@ def adaptive_scan(
     pv_map: str | None = None,
     shape: list[int] | None = None,
     origin: list[float] | None = None,
+    roi: str | None = None,
+    no_go: list[str] | None = None,
     run_dir: str | None = None,
     run_id: str | None = None,
     resume: str | None = None,
@@ -57,6 +59,8 @@ def adaptive_scan(
     folder) the scan parameters are ignored and the stored run continues where it stopped. The scan
     parameters are those of :class:`fastflow.runs.ScanConfig`: ``instrument="epics"`` with ``pv_map`` (and
     ``shape`` or a ``sample``) drives a beamline through EPICS instead of the simulated instrument.
+    ``roi`` and ``no_go`` restrict where it measures (:mod:`fastflow.regions`); the ``scan-control`` flow
+    (or ``fastflow control``) pauses, resumes, stops or re-targets the running scan.
 
     Returns
     -------
@@ -84,7 +88,8 @@ def adaptive_scan(
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
                             pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
                             route=route, overlap=overlap, sampler_options=dict(sampler_options or {}),
-                            instrument=instrument, pv_map=pv_map, shape=shape, origin=origin)
+                            instrument=instrument, pv_map=pv_map, shape=shape, origin=origin, roi=roi,
+                            no_go=list(no_go or []))
         config.check()
         if run_dir is None and data_dir is not None:
             from fastflow.scan import new_run_id

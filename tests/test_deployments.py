@@ -39,6 +39,7 @@ EXPECTED = {
     "train-erd-model/on-demand": "flows/train_erd_model.py:train_erd_model",
     "train-learned-model/on-demand": "flows/train_learned_model.py:train_learned_model",
     "reconstruct-and-evaluate/on-demand": "flows/reconstruct_and_evaluate.py:reconstruct_and_evaluate",
+    "scan-control/operator": "flows/scan_control.py:scan_control",
 }
 SERVER_START_S = 120    # about 13 s on a fresh database here; generous for a busy machine
 WORKER_RUN_S = 300      # the small scan below takes about 20 s

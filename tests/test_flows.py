@@ -154,6 +154,39 @@ def test_console_logs_show_pv_names_verbatim(tmp_path):
     assert "❌" not in done.stderr
 
 
+def test_a_scan_with_regions_then_the_scan_control_flow(sample, tmp_path):
+    """The scan flow takes regions as parameters; the scan-control flow (the Prefect UI's way) steers a run."""
+    from flows.adaptive_scan import adaptive_scan
+    from flows.scan_control import scan_control
+
+    data = tmp_path / "data"
+    report = adaptive_scan(sample=sample, sampler="fast", coverage=0.25, snapshots=[0.1], data_dir=str(data),
+                           roi="0,0; 39,0; 39,35; 0,35", no_go=["10,10; 30,10; 20,30"], evaluate_methods=[],
+                           publish=False)
+    store = ScanStore.open(report["store"])
+    codes, idx = store.region(), store.measurements()["indices"]
+    assert (codes[idx[:, 0], idx[:, 1]] == 0).all() and (codes[36:] == 1).all() and (codes == 2).sum() > 100
+    assert report["coverage"] == pytest.approx(len(idx) / int((codes == 0).sum()))
+    assert report["no_go_crossing"]["points"] == 0 and store.attrs["config"]["no_go"] == ["10,10; 30,10; 20,30"]
+    # the Prefect UI showed the scan's progress: a progress artifact at 100 % and a summary of the run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = {key: client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+                 for key in ("scan-progress", "scan-progress-summary")}
+    assert any(a.data == 100.0 for a in found["scan-progress"])
+    summary = [a.data for a in found["scan-progress-summary"] if report["run_id"] in a.data]
+    assert any(f"{report['n_points']} of {report['n_points']}" in text and "allowed pixels" in text
+               and ": complete" in text for text in summary)
+    sent = scan_control(run=report["run_id"], action="stop_rule", coverage=0.4, data_dir=str(data))
+    assert sent["action"] == "stop_rule" and sent["coverage"] == 0.4 and sent["source"] == "prefect"
+    state = scan_control(run=report["run_id"], action="no_go", data_dir=str(data), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InputError, match="needs a region"):
+        state.result()
+
+
 def test_invalid_parameters_are_refused_before_anything_is_created(sample, tmp_path):
     from flows.adaptive_scan import adaptive_scan
 

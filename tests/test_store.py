@@ -60,6 +60,52 @@ def test_layout_and_round_trip(store, tmp_path):
     assert ds.sizes["point"] == 3
 
 
+def test_a_reader_sees_one_committed_state_while_the_writer_appends(tmp_path):
+    """Every array of a store opened while batches are committed has the same length (one generation)."""
+    import threading
+
+    writer = ScanStore.create(tmp_path / "scan.zarr", ScanGrid((40, 50)))
+    done = threading.Event()
+
+    def write():
+        for k in range(300):
+            writer.append([[k // 50, k % 50]], [float(k)], times=[float(k)])
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    seen = set()
+    try:
+        while not done.is_set():
+            reader = ScanStore.open(tmp_path / "scan.zarr")
+            m = reader.measurements()          # raises on arrays of different lengths
+            n = reader.n_points
+            assert all(len(v) == n for v in m.values())
+            np.testing.assert_array_equal(m["values"][:, 0], np.arange(n))
+            assert reader.last_time() == (n - 1 if n else 0.0)
+            seen.add(n)
+    finally:
+        thread.join()
+        writer.close()
+    assert len(seen) > 5
+
+
+def test_images_regions_and_the_erd_map(store):
+    assert store.image("erd") is not None and np.isnan(store.image("erd")).all()
+    assert store.image("value") is None and store.latest_snapshot() is None
+    store.set_erd(np.ones((6, 8)))
+    store.add_snapshot(0.1, np.full((6, 8), 2.0))
+    np.testing.assert_array_equal(store.latest_snapshot(), np.full((6, 8), 2.0))
+    codes = np.zeros((6, 8), dtype=np.uint8)
+    codes[0] = 2
+    store.set_region(codes)
+    ds = xr.open_zarr(store.path, consolidated=False)
+    assert int((ds.region == 2).sum()) == 8 and float(ds.erd.mean()) == 1.0
+    assert ds.attrs["region_pixels"] == {"allowed": 40, "outside_roi": 0, "no_go": 8}
+    with pytest.raises(StoreError, match="region codes"):
+        store.set_region(np.full((6, 8), 7))
+
+
 def test_reopen_appends_and_locks(store):
     store.append([[0, 0]], [[1.0, 1.0]])
     store.close("first part")

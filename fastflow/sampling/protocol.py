@@ -13,6 +13,10 @@ remain. ``tell`` accepts any in-grid indices, not only the asked ones (a real st
 neighbouring pixel), so a sampler can also be restored from a stored scan by telling it every stored point.
 Each ``ask`` leaves a small JSON-ready record of what was decided in :attr:`BaseSampler.last_record` and each
 ``tell`` returns one, for provenance.
+
+Regions: :meth:`BaseSampler.restrict` takes pixels out of play (outside a region of interest, inside a no-go
+region; :mod:`fastflow.regions`), at the start or mid-scan. ``ask`` never proposes them afterwards, and
+``coverage`` and ``remaining`` count the allowed pixels only.
 """
 
 from __future__ import annotations
@@ -110,7 +114,10 @@ class BaseSampler:
         self.grid = grid
         self.measured = np.zeros(grid.shape, dtype=bool)
         self._pending = np.zeros(grid.shape, dtype=bool)
+        self.allowed = np.ones(grid.shape, dtype=bool)
+        self.n_allowed = grid.size
         self.n_measured = 0
+        self.n_inside = 0
         self.n_pending = 0
         self.n_told = 0
         self.last_record: dict[str, Any] = {}
@@ -118,17 +125,47 @@ class BaseSampler:
     # -- protocol ---------------------------------------------------------------------------------
     @property
     def coverage(self) -> float:
-        """Fraction of grid pixels measured so far."""
-        return self.n_measured / self.grid.size
+        """Fraction of the allowed pixels measured so far (of the grid's pixels, without regions)."""
+        return self.n_inside / self.n_allowed
 
     @property
     def remaining(self) -> int:
-        """Pixels neither measured nor pending."""
-        return self.grid.size - self.n_measured - self.n_pending
+        """Allowed pixels neither measured nor pending."""
+        return self.n_allowed - self.n_inside - self.n_pending
 
     def is_taken(self, flat: np.ndarray) -> np.ndarray:
-        """Whether pixels (row-major numbers ``flat``) are measured or pending."""
-        return self.measured.ravel()[flat] | self._pending.ravel()[flat]
+        """Whether pixels (row-major numbers ``flat``) are measured, pending or not allowed."""
+        return self.measured.ravel()[flat] | self._pending.ravel()[flat] | ~self.allowed.ravel()[flat]
+
+    def restrict(self, forbidden: Any) -> np.ndarray:
+        """Never propose the pixels of the boolean ``forbidden`` mask again (a region of interest's outside,
+        a no-go region); returns the pending pixels it released, ``(m, 2)``, which the caller must not
+        measure (drop them from a planned batch).
+
+        Measured pixels stay measured, but count towards the coverage only while allowed.
+
+        Raises
+        ------
+        InputError
+            If the mask does not have the grid's shape, or would leave no pixel allowed.
+        """
+        mask = np.asarray(forbidden)
+        if mask.shape != self.grid.shape or mask.dtype != bool:
+            raise InputError(f"a region mask must be boolean with the grid's shape {self.grid.shape}; "
+                             f"got {mask.dtype} {mask.shape}")
+        new = mask & self.allowed
+        if not new.any():
+            return np.empty((0, 2), dtype=np.int64)
+        if not (self.allowed & ~mask).any():
+            raise InputError("this region would leave no pixel to measure")
+        released = np.flatnonzero((new & self._pending).ravel())
+        self._pending.ravel()[released] = False
+        self.n_pending -= len(released)
+        self.allowed &= ~mask
+        self.n_allowed = int(self.allowed.sum())
+        self.n_inside = int((self.measured & self.allowed).sum())
+        self._forbid(np.flatnonzero(new.ravel()))
+        return self.grid.unravel(released)
 
     @property
     def done(self) -> bool:
@@ -175,6 +212,7 @@ class BaseSampler:
         self.measured.ravel()[fresh] = True
         self._pending.ravel()[was_pending] = False
         self.n_measured += len(fresh)
+        self.n_inside += int(self.allowed.ravel()[fresh].sum())
         self.n_pending -= len(was_pending)
         self.n_told += len(idx)
         record = {"told": int(len(idx)), "new_pixels": int(len(fresh))}
@@ -196,3 +234,6 @@ class BaseSampler:
     def _exhausted(self) -> bool:
         """True when the sampler's own plan is complete even though pixels remain."""
         return False
+
+    def _forbid(self, flat: np.ndarray) -> None:
+        """Pixels ``flat`` were just taken out of play (:meth:`restrict`); update any own bookkeeping."""

@@ -238,6 +238,14 @@ class FastSampler(BaseSampler):
             "model_c": self.model.card.get("c"),
         }
 
+    def erd_map(self) -> np.ndarray | None:
+        """The ERD of every pixel, ``(ny, nx)`` (NaN where measured or out of play), once it exists."""
+        if not self.adaptive:
+            return None
+        image = self.erd.reshape(self.grid.shape).astype(np.float32)
+        image[self.measured | ~self.allowed] = np.nan
+        return image
+
     def total_erd(self) -> float:
         """Sum of the ERD over the pixels not yet measured."""
         return float(self.erd.sum(dtype=np.float64))
@@ -252,7 +260,9 @@ class FastSampler(BaseSampler):
     def _propose(self, n: int) -> tuple[np.ndarray, dict[str, Any]]:
         if not self.adaptive:
             rest = self._initial[~self.is_taken(self._initial)]
-            return self.grid.unravel(rest[:n]), {"phase": "initial"}
+            if len(rest) or self.n_pending or not self._initial_complete():
+                return self.grid.unravel(rest[:n]), {"phase": "initial"}
+            self._start()                                    # a region took the initial scan's last pixels
         if self.proximity and abs(self._width() / self._score_width - 1) > _RESCORE_DRIFT:
             self._rescore(self.field.unmeasured(), new_width=True)
         n_explore = min(n, int(round(self.explore * n)))
@@ -282,7 +292,7 @@ class FastSampler(BaseSampler):
         flat = self.grid.ravel(indices)
         self._raw[flat] = values[:, 0]
         if not self.adaptive:
-            if taken_all := bool(self.measured.ravel()[self._initial].all()):
+            if taken_all := self._initial_complete():
                 self._start()
             return {"phase": "initial", "initial_complete": taken_all}
         self.steps += 1
@@ -304,6 +314,23 @@ class FastSampler(BaseSampler):
                 "payoff_ratio": self.payoff_ratio}
 
     # -- internals --------------------------------------------------------------------------------
+    def _initial_complete(self) -> bool:
+        """Every pixel of the initial scan is measured or out of play (a region)."""
+        return bool((self.measured | ~self.allowed).ravel()[self._initial].all())
+
+    def _forbid(self, flat: np.ndarray) -> None:
+        """Pixels taken out of play: no ERD, never a candidate; the initial scan keeps enough pixels."""
+        self.erd[flat] = 0.0
+        self._score[self._pad(flat)] = -np.inf
+        self._set_dist(self._pad(flat), -np.inf)
+        if not self.adaptive:
+            need = self.field.k + 1 - int(self.allowed.ravel()[self._initial].sum())
+            if need > 0:       # too few initial pixels left for the features: random allowed pixels join
+                free = np.flatnonzero(self.allowed.ravel())
+                free = free[~np.isin(free, self._initial)]
+                extra = np.random.default_rng(self.seed).choice(free, size=min(need, len(free)), replace=False)
+                self._initial = np.concatenate([self._initial, np.sort(extra)])
+
     def _start(self) -> None:
         """(Re)build the value scale, the features and the ERD from every measurement so far."""
         measured = np.flatnonzero(self.measured.ravel())
@@ -321,7 +348,8 @@ class FastSampler(BaseSampler):
     def _predict(self, flat: np.ndarray, *, new_width: bool = False) -> None:
         """ERD (clipped at 0) and selection score of unmeasured pixels ``flat``."""
         if len(flat):
-            self.erd[flat] = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
+            erd = np.maximum(self.model.predict(self.field.features[flat]), 0.0)
+            self.erd[flat] = np.where(self.allowed.ravel()[flat], erd, 0.0)
             self._rescore(flat, new_width=new_width)
 
     def _width(self) -> float:
@@ -343,9 +371,9 @@ class FastSampler(BaseSampler):
                 self._score_width = self._width()
             score *= -np.expm1(-d * d / (2.0 * self._score_width**2))
         score += _TIE_BONUS * d
-        pending = self._pending.ravel()[flat]
-        self._score[self._pad(flat)] = np.where(pending, -np.inf, score)
-        self._set_dist(self._pad(flat), np.where(pending, -np.inf, d))
+        blocked = self._pending.ravel()[flat] | ~self.allowed.ravel()[flat]
+        self._score[self._pad(flat)] = np.where(blocked, -np.inf, score)
+        self._set_dist(self._pad(flat), np.where(blocked, -np.inf, d))
 
     def _select(self, n: int) -> np.ndarray:
         """Up to ``n`` pixels of high ERD, spread out by discounting around each pixel already chosen."""

@@ -640,14 +640,32 @@ class StaticSampler(BaseSampler):
         self.target_coverage = check_coverage(coverage)
         self.n_points = max(1, round(self.target_coverage * grid.size))
         self.seed = seed
-        function, _, uses_seed = STATIC_PATTERNS[pattern]
-        if uses_seed:
-            indices = function(grid.shape, self.n_points, seed=seed)
-        else:
-            _rng(seed)  # validate and record a seed even where the pattern does not use it
-            indices = function(grid.shape, self.n_points)
-        self.sequence = grid.ravel(indices)
+        _rng(seed)  # validate and record a seed even where the pattern does not use it
+        self.sequence = self._pattern(self.n_points)
         self._cursor = 0
+
+    def _pattern(self, n: int) -> np.ndarray:
+        """Flat pixel numbers of the pattern with ``n`` points."""
+        function, _, uses_seed = STATIC_PATTERNS[self.name]
+        indices = function(self.grid.shape, n, seed=self.seed) if uses_seed else function(self.grid.shape, n)
+        return self.grid.ravel(indices)
+
+    def _forbid(self, flat: np.ndarray) -> None:
+        """Regions given before the scan starts: the pattern is rebuilt denser where needed, so that its
+        points inside the allowed pixels reach the target coverage of them (a spiral or a Lissajous curve,
+        denser near some edges than others, would otherwise fall short). Regions drawn mid-scan only take
+        their pixels out of the sequence."""
+        if self.n_told or self.n_pending:
+            return
+        want = max(1, round(self.target_coverage * self.n_allowed))
+        n = self.n_points
+        for _ in range(6):
+            inside = int(self.allowed.ravel()[self.sequence].sum())
+            if inside >= want or n >= self.grid.size:
+                break
+            n = min(self.grid.size, int(math.ceil(n * want / max(inside, 1) * 1.02)) + 1)
+            self.sequence = self._pattern(n)
+        self.n_points = len(self.sequence)
 
     def params(self) -> dict[str, Any]:
         """Name, coverage, seed (an int, or None when none or a Generator was given) and number of points."""
@@ -655,8 +673,8 @@ class StaticSampler(BaseSampler):
         return {"name": self.name, "coverage": self.target_coverage, "seed": seed, "n_points": self.n_points}
 
     def _free(self, flat: np.ndarray) -> np.ndarray:
-        """Mask of the pixels of ``flat`` that are neither measured nor pending."""
-        return ~(self.measured.ravel()[flat] | self._pending.ravel()[flat])
+        """Mask of the pixels of ``flat`` that are allowed and neither measured nor pending."""
+        return ~self.is_taken(flat)
 
     def _skip_taken(self) -> None:
         """Move the cursor past sequence points that are already measured or pending."""
