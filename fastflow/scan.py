@@ -71,6 +71,10 @@ class StopRules:
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise InputError(f"time budget must be a positive number of seconds; got {self.time_budget!r}")
 
+    def to_attrs(self) -> dict[str, Any]:
+        """The rules as the store records them (its ``stop_rules`` attribute)."""
+        return {"coverage": self.coverage, "time_budget_s": self.time_budget}
+
 
 @dataclass
 class ScanResult:
@@ -130,7 +134,7 @@ class _Operator:
             elif action == "stop_rule":
                 rules = StopRules(coverage=doc.get("coverage", self.stop.coverage),
                                   time_budget=doc.get("time_budget", self.stop.time_budget))
-                entry["previous"] = {"coverage": self.stop.coverage, "time_budget_s": self.stop.time_budget}
+                entry["previous"] = self.stop.to_attrs()
                 self.stop.coverage, self.stop.time_budget = rules.coverage, rules.time_budget
             elif action == "no_go":
                 from fastflow.regions import NO_GO, region_mask
@@ -148,7 +152,7 @@ class _Operator:
             entry.update(status="refused", error=str(exc))
         controls = self.store.attrs.get("controls", [])
         self.store.update_attrs(controls=[*controls, entry], paused=self.paused,
-                                stop_rules={"coverage": self.stop.coverage, "time_budget_s": self.stop.time_budget})
+                                stop_rules=self.stop.to_attrs())
 
 
 def parse_fractions(text: str | Sequence[float] | None, what: str = "snapshot coverage") -> list[float]:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from fastflow.errors import FastflowError
-from fastflow.store import ScanStore, commits_dir, is_scan_store
+from fastflow.store import ScanStore, commits_dir, is_scan_store, jsonable
 
 LAYERS = ("points", "live", "reconstruction", "uncertainty", "erd", "region")
 COOKIE = "fastflow_view_key"
@@ -67,10 +67,10 @@ def resolve_run(data_dir: Path, name: str) -> Path | None:
 
 def downsample(image: np.ndarray, size: int) -> np.ndarray:
     """Block-mean ``image`` (NaN ignored) so that its longer side is at most ``size`` pixels."""
-    factor = max(1, int(np.ceil(max(image.shape) / size)))
+    factor, (sy, sx) = _screen_shape(image.shape, size)
     if factor == 1:
         return image
-    ny, nx = (-(-s // factor) * factor for s in image.shape)
+    ny, nx = sy * factor, sx * factor
     padded = image if (ny, nx) == image.shape else np.full((ny, nx), np.nan)
     if padded is not image:
         padded[: image.shape[0], : image.shape[1]] = image
@@ -165,8 +165,30 @@ def region_layer(codes: np.ndarray, size: int) -> np.ndarray:
     return rgba
 
 
-_OPEN: OrderedDict[str, tuple[Any, ScanStore]] = OrderedDict()
-_OPEN_LOCK = threading.Lock()
+class _Lru:
+    """A small thread-safe least-recently-used mapping (rendered PNGs, opened stores, binned points)."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries, self.items, self.lock = entries, OrderedDict(), threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.entries:
+                self.items.popitem(last=False)
+
+
+_OPEN = _Lru(64)          # path -> (commit mark, store)
+_SCREENS = _Lru(16)       # (run, size) -> ScreenPoints
+_SCREENS_LOCK = threading.Lock()    # one update of binned points at a time
 
 
 def open_store(run_dir: Path) -> ScanStore:
@@ -181,16 +203,11 @@ def open_store(run_dir: Path) -> ScanStore:
             continue
         mark = (str(link), st.st_ino, st.st_mtime_ns, st.st_size)
         break
-    with _OPEN_LOCK:
-        hit = _OPEN.get(str(path))
-        if hit is not None and hit[0] == mark and mark is not None:
-            _OPEN.move_to_end(str(path))
-            return hit[1]
+    hit = _OPEN.get(str(path))
+    if hit is not None and hit[0] == mark and mark is not None:
+        return hit[1]
     store = ScanStore.open(path)
-    with _OPEN_LOCK:
-        _OPEN[str(path)] = (mark, store)
-        while len(_OPEN) > 64:
-            _OPEN.popitem(last=False)
+    _OPEN.put(str(path), (mark, store))
     return store
 
 
@@ -221,39 +238,13 @@ def run_state(run_dir: Path) -> dict[str, Any]:
     }
 
 
-class _Cache:
-    """The last rendered PNGs, keyed by run, layer, size and the store's commit; thread-safe."""
-
-    def __init__(self, entries: int = 64) -> None:
-        self.entries, self.items, self.lock = entries, OrderedDict(), threading.Lock()
-
-    def get(self, key: tuple) -> bytes | None:
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return None
-
-    def put(self, key: tuple, value: bytes) -> None:
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.entries:
-                self.items.popitem(last=False)
-
-
-_SCREENS: OrderedDict[tuple[str, int], ScreenPoints] = OrderedDict()
-_SCREENS_LOCK = threading.Lock()
-
-
 def _screen_points(run_dir: Path, store: ScanStore, size: int) -> ScreenPoints:
     key = (str(run_dir), size)
     with _SCREENS_LOCK:
         screen = _SCREENS.get(key)
         if screen is None or screen.n > store.n_points:          # a new run in the same folder
-            screen = _SCREENS[key] = ScreenPoints(store.grid.shape, size)
-        _SCREENS.move_to_end(key)
-        while len(_SCREENS) > 16:
-            _SCREENS.popitem(last=False)
+            screen = ScreenPoints(store.grid.shape, size)
+        _SCREENS.put(key, screen)
         screen.update(store)
         return screen
 
@@ -287,7 +278,7 @@ def build_view_app(data_dir: str | Path, api_key: str) -> Any:
     from starlette.routing import Route
 
     data_dir = Path(data_dir)
-    cache = _Cache()
+    cache = _Lru(64)    # rendered PNGs by run, layer, size and what they depend on
 
     def authorised(request: Request) -> bool:
         given = request.headers.get("authorization", "")
@@ -338,7 +329,7 @@ def build_view_app(data_dir: str | Path, api_key: str) -> Any:
         run, answer = checked_run(request)
         if answer is not None:
             return answer
-        return JSONResponse(await run_in_threadpool(lambda: _jsonable(run_state(run))))
+        return JSONResponse(await run_in_threadpool(lambda: jsonable(run_state(run))))
 
     async def image(request: Request) -> Response:
         run, answer = checked_run(request)
@@ -395,9 +386,3 @@ def build_view_app(data_dir: str | Path, api_key: str) -> Any:
         Route("/api/runs/{run}/image/{layer}.png", image),
         Route("/api/runs/{run}/control", control, methods=["POST"]),
     ])
-
-
-def _jsonable(value: Any) -> Any:
-    from fastflow.store import jsonable
-
-    return jsonable(value)
