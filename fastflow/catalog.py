@@ -247,8 +247,9 @@ def run_metadata(attrs: Mapping[str, Any], snapshot_table: list[Mapping[str, Any
         ``run_id``, ``sample``, ``sampler``, ``instrument``, ``date`` (ISO 8601 creation time), ``stopped``,
         ``status``, ``stop_reason``, ``seed``, ``coverage_target``, ``coverage_reached``, ``n_points``,
         ``n_batches``, ``grid_shape``, ``pixel_size``, ``units``, ``channels``, ``reconstruction_method``,
-        ``acquisition_time_s``, ``fastflow_version``, ``flow_run_id`` and the final metrics; fields the run
-        does not have are left out.
+        ``acquisition_time_s``, ``raster_time_s`` (a full raster on the same instrument), ``saving`` (one minus
+        their ratio), ``time_model`` (its name), ``time_regime`` (travel- or dwell-bound), ``fastflow_version``,
+        ``flow_run_id`` and the final metrics; fields the run does not have are left out.
 
     Examples
     --------
@@ -285,6 +286,10 @@ def run_metadata(attrs: Mapping[str, Any], snapshot_table: list[Mapping[str, Any
         "channels": attrs.get("channels"),
         "reconstruction_method": attrs.get("reconstruction_method"),
         "acquisition_time_s": attrs.get("acquisition_time_s"),
+        "raster_time_s": attrs.get("raster_time_s"),
+        "saving": _saving(attrs.get("acquisition_time_s"), attrs.get("raster_time_s")),
+        "time_model": part("time_model", "name"),
+        "time_regime": part("time_costs", "regime"),
         "fastflow_version": part("software", "fastflow"),
         "flow_run_id": attrs.get("flow_run_id"),
     }
@@ -292,6 +297,13 @@ def run_metadata(attrs: Mapping[str, Any], snapshot_table: list[Mapping[str, Any
         last = snapshot_table[-1]
         meta.update({k: last.get(k) for k in ("nrmse", "ssim", "psnr")})
     return {k: v for k, v in meta.items() if v is not None}
+
+
+def _saving(seconds: Any, raster: Any) -> float | None:
+    """``1 - seconds / raster`` when both are known numbers and the raster takes time, else None."""
+    if not isinstance(seconds, (int, float)) or not isinstance(raster, (int, float)) or raster <= 0:
+        return None
+    return 1.0 - float(seconds) / float(raster)
 
 
 def _iso(stamp: Any) -> Any:

@@ -43,9 +43,10 @@ def scan(
     time_budget: Annotated[Optional[float], typer.Option(help="Stop when the simulated acquisition time reaches this many seconds.")] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
-    dwell: Annotated[float, typer.Option(help="Simulated dwell time per point, seconds.")] = 0.01,
-    speed: Annotated[float, typer.Option(help="Simulated stage speed, units per second.")] = 100.0,
-    settle: Annotated[float, typer.Option(help="Simulated settle time after each move, seconds.")] = 0.005,
+    timing: Annotated[Optional[str], typer.Option(help="Simulated instrument's time model: a preset (see `fastflow timing presets`) or a JSON file (e.g. from `fastflow timing fit`) [default: demo].", show_default=False)] = None,
+    dwell: Annotated[Optional[float], typer.Option(help="Simulated dwell time per point, seconds [default: the time model's, 0.01 for demo].", show_default=False)] = None,
+    speed: Annotated[Optional[float], typer.Option(help="Simulated stage speed, the time model's units per second [default: the model's, 100 px/s for demo].", show_default=False)] = None,
+    settle: Annotated[Optional[float], typer.Option(help="Simulated settle time after each move, seconds [default: the model's, 0.005 for demo].", show_default=False)] = None,
     report: Annotated[str, typer.Option(help="Report format: text, or json (one JSON object on stdout).")] = "text",
     route: Annotated[Optional[bool], typer.Option("--route/--no-route", help="Visit each batch along a short route (default: for samplers whose batches are sets).")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Choose the next batch while the instrument measures this one.")] = False,
@@ -57,6 +58,7 @@ def scan(
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
     fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from fill picks (the interlaced lattice of the stop coverage, then farthest-point), or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
+    cost: Annotated[Optional[str], typer.Option(help="FAST: the time model its choices weigh: 'auto' (the simulated instrument's; point-wise on EPICS), 'off' (point-wise FAST, as in the paper), a preset or a JSON file from `fastflow timing fit` [default: auto].", show_default=False)] = None,
     roi: Annotated[Optional[str], typer.Option(help="Measure only inside this region: a mask file (.png/.tif/.npy, nonzero inside), a .json polygon file, or a polygon 'x,y; x,y; x,y' in grid pixels. Coverage counts its pixels.", show_default=False)] = None,
     no_go: Annotated[Optional[list[str]], typer.Option(help="Never measure inside this region (same forms as --roi); repeat for several. The report says how far the stage route crossed them.", show_default=False)] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
@@ -82,14 +84,14 @@ def scan(
     else:
         options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
                    "initial": initial, "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop,
-                   "fill": _fill(fill)}
+                   "fill": _fill(fill), "cost": cost}
         options = {k: v for k, v in options.items() if v is not None}
         if sample is None and instrument == "simulated":
             sample = "flakes"
         config = ScanConfig(sample=sample, sampler=sampler, coverage=stop_coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
-                            pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
-                            route=route, overlap=overlap, sampler_options=options, instrument=instrument,
+                            pixel_size=pixel_size, units=units, timing=timing, dwell=dwell, speed=speed,
+                            settle=settle, route=route, overlap=overlap, sampler_options=options, instrument=instrument,
                             pv_map=str(pv_map) if pv_map is not None else None,
                             shape=_numbers(shape, "--shape", int, 2), origin=_numbers(origin, "--origin", float, 2),
                             roi=roi, no_go=list(no_go or []))
@@ -367,6 +369,76 @@ def samples() -> None:
         typer.echo(f"{name:<12} {text}")
 
 
+timing_app = typer.Typer(help="Acquisition time models: presets, a grid's raster time and costs, a model fitted to a run.",
+                         no_args_is_help=True)
+app.add_typer(timing_app, name="timing")
+
+
+@timing_app.command("presets")
+def timing_presets(
+    shape: Annotated[str, typer.Option(help="Grid NY,NX on which to compare the presets (in pixels).")] = "400,600",
+) -> None:
+    """List the time-model presets: full-raster time on a grid, regime, and where their numbers come from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastflow.grid import ScanGrid
+    from fastflow.timing import JUMP_PX, preset, presets
+
+    grid = ScanGrid(tuple(_numbers(shape, "--shape", int, 2)))
+    table = Table(title=f"time-model presets on {grid.shape[0]}x{grid.shape[1]} px", title_justify="left")
+    for col in ("preset", "raster", "full raster", "per pixel", f"{JUMP_PX} px jump", "break-even coverage", "regime"):
+        table.add_column(col, justify="right" if col not in ("preset", "raster", "regime") else "left")
+    for name in presets():
+        model = preset(name).for_grid(grid)
+        costs = model.costs(grid)
+        table.add_row(name, model.raster, f"{model.raster_time(grid):,.1f} s", f"{costs['raster_pixel_s']:.3g} s",
+                      f"{costs[f'jump_{JUMP_PX}px_point_s']:.3g} s", f"{costs['break_even_coverage']:.1%}",
+                      costs["regime"])
+    Console(highlight=False).print(table)
+    for name, doc in presets().items():
+        typer.echo(f"{name}: {doc.get('description', '')}\n  source: {doc.get('source', '')}")
+
+
+@timing_app.command("show")
+def timing_show(
+    spec: Annotated[str, typer.Argument(help="A preset name or a JSON time-model file.")],
+    shape: Annotated[str, typer.Option(help="Grid NY,NX.")] = "400,600",
+    pixel_size: Annotated[float, typer.Option(help="Pixel size of the grid.")] = 1.0,
+    units: Annotated[str, typer.Option(help="Units of the pixel size (px uses the model's typical pixel).")] = "px",
+) -> None:
+    """Print a time model on a grid (in the grid's units) with its full-raster time and point costs, as JSON."""
+    from fastflow.grid import ScanGrid
+    from fastflow.timing import load_time_model
+
+    grid = ScanGrid(tuple(_numbers(shape, "--shape", int, 2)), pixel_size=pixel_size, units=units)
+    model = load_time_model(spec).for_grid(grid)
+    typer.echo(json.dumps({"time_model": model.to_attrs(), "raster_time_s": model.raster_time(grid),
+                           "costs": model.costs(grid)}, indent=2))
+
+
+@timing_app.command("fit")
+def timing_fit(
+    run: Annotated[str, typer.Argument(help="A run (its id under the data folder, its folder or its store).")],
+    dwell: Annotated[Optional[float], typer.Option(help="The known dwell time, seconds (the rest of the per-point overhead becomes settling).", show_default=False)] = None,
+    raster: Annotated[str, typer.Option(help="How a full raster runs on this instrument: step or fly.")] = "step",
+    out: Annotated[Optional[Path], typer.Option(help="Write the fitted model to this JSON file (for --timing).", show_default=False)] = None,
+) -> None:
+    """Fit a time model to a stored run's timestamps (e.g. an EPICS scan) and print it with its raster time."""
+    from fastflow.runs import find_run, find_store
+    from fastflow.store import ScanStore
+    from fastflow.timing import fit_store
+
+    store = ScanStore.open(find_store(run if Path(run).exists() else find_run(run)))
+    fit = fit_store(store, dwell=dwell, raster=raster)
+    doc = {**fit.to_attrs(), "raster_time_s": fit.model.raster_time(store.grid), "costs": fit.model.costs(store.grid)}
+    if out is not None:
+        if out.exists():
+            raise InputError(f"{out} exists; choose a new --out")
+        out.write_text(json.dumps(doc, indent=2))
+    typer.echo(json.dumps(doc, indent=2))
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 def _prefect_defaults() -> None:
     """Defaults for Prefect without a server, set before Prefect is imported (explicit settings win)."""
@@ -446,16 +518,17 @@ def _print_report(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fastflow.runs import open_instructions
+    from fastflow.runs import open_instructions, time_lines
 
     console = Console(highlight=False)
     table = Table(title=f"{summary['sample']} scanned with {summary['sampler']}", title_justify="left")
-    for col in ("coverage", "points", "NRMSE", "SSIM", "PSNR (dB)"):
+    for col in ("coverage", "points", "NRMSE", "SSIM", "PSNR (dB)", "time (s)", "saving"):
         table.add_column(col, justify="right")
     for row in summary["snapshots"]:
         table.add_row(
             f"{row['coverage']:.1%}", str(row["n_points"]), _fmt(row.get("nrmse"), ".4f"),
-            _fmt(row.get("ssim"), ".4f"), _fmt(row.get("psnr"), ".2f"),
+            _fmt(row.get("ssim"), ".4f"), _fmt(row.get("psnr"), ".2f"), _fmt(row.get("time_s"), ".1f"),
+            _fmt(row.get("saving"), ".1%"),
         )
     console.print(table)
     if summary.get("evaluation_metrics"):
@@ -471,6 +544,8 @@ def _print_report(summary: dict[str, Any]) -> None:
         f"simulated acquisition {summary['acquisition_time_s']:.1f} s, stage path {summary['path_length']:.0f}, "
         f"wall time {summary['wall_time_s']:.1f} s"
     )
+    for i, line in enumerate(time_lines(summary)):
+        typer.echo(("time:    " if i == 0 else "         ") + line)
     if summary.get("regions"):
         r, cross = summary["regions"], summary.get("no_go_crossing") or {}
         typer.echo(f"regions: {r['allowed']} allowed pixels (the coverage counts these), {r['no_go']} no-go, "

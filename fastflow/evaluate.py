@@ -1,8 +1,9 @@
 """Simulated scans scored against a known image: how good is a sampler at each coverage?
 
-No store and no instrument timing: the sampler asks, the image answers exactly (or with the simulated
-instrument's noise), and at each requested coverage the measured pixels are reconstructed and scored with
-:mod:`fastflow.metrics`. The FAST paper scores biharmonic inpainting of the measured pixels
+No store: the sampler asks, the simulated instrument answers exactly (or with its noise) and keeps the
+clock of its time model, and at each requested coverage the measured pixels are reconstructed and scored
+with :mod:`fastflow.metrics`. Batches of samplers whose batches are sets are routed from the stage, as the
+scan loop routes them. The FAST paper scores biharmonic inpainting of the measured pixels
 (``recon="biharmonic"``); IDW is much faster and ranks samplers the same way in our runs.
 """
 
@@ -18,7 +19,9 @@ from fastflow.images import check_image
 from fastflow.instruments.simulated import SimulatedInstrument
 from fastflow.metrics import evaluate, uncertainty_scores
 from fastflow.recon import reconstruct, reconstruct_with_uncertainty
+from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler
+from fastflow.timing import TimeModel
 
 
 def simulate(
@@ -30,16 +33,28 @@ def simulate(
     recon: str = "idw",
     noise: str | None = None,
     seed: int = 0,
+    timing: TimeModel | None = None,
+    route: bool | None = None,
+    keep_path: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``sampler`` on ``image`` and score the reconstruction at each coverage.
 
-    Returns one row per coverage: ``coverage``, ``n_points`` and the metrics of :func:`fastflow.metrics.evaluate`.
-    Batches are shortened so that every coverage is hit exactly.
+    ``timing`` is the simulated instrument's time model (default: its default, the ``demo`` preset's
+    numbers); ``route`` visits each batch along a short route from the stage (default: for samplers whose
+    batches are sets, as :func:`fastflow.scan.run_scan` does).
+
+    Returns one row per coverage: ``coverage``, ``n_points``, ``time_s`` (the instrument's clock) and the
+    metrics of :func:`fastflow.metrics.evaluate`; with ``keep_path`` also ``path``, the ``(n, 2)`` grid indices
+    in visiting order (to time the same path on other instruments). Batches are shortened so that every
+    coverage is hit exactly.
     """
     truth = check_image(image)
     if tuple(truth.shape) != sampler.grid.shape:
         raise InputError(f"image shape {truth.shape} does not match the sampler's grid {sampler.grid.shape}")
-    instrument = SimulatedInstrument(truth, sampler.grid, noise=noise, seed=seed)
+    grid = sampler.grid
+    instrument = SimulatedInstrument(truth, grid, noise=noise, seed=seed, timing=timing)
+    if route is None:
+        route = not getattr(sampler, "ordered", True)
     targets = sorted({max(1, round(c * truth.size)) for c in coverages})
     indices, values, rows = [], [], []
     for target in targets:
@@ -47,6 +62,9 @@ def simulate(
             batch = sampler.ask(min(batch_size, target - sampler.n_measured))
             if len(batch) == 0:
                 break
+            if route:
+                here = grid.to_position(indices[-1][-1:])[0] if indices else np.asarray(grid.origin)
+                batch = batch[order_route(grid.to_position(batch), here)]
             measured = instrument.measure(batch)
             sampler.tell(batch, measured.values)
             indices.append(batch)
@@ -54,7 +72,8 @@ def simulate(
         idx, val = np.concatenate(indices), np.concatenate(values)
         estimate = reconstruct(sampler.grid, idx, val, method=recon)
         rows.append({"coverage": sampler.n_measured / truth.size, "n_points": int(len(idx)),
-                     **evaluate(truth, estimate)})
+                     "time_s": instrument.elapsed, **evaluate(truth, estimate),
+                     **({"path": idx} if keep_path else {})})
     return rows
 
 

@@ -39,6 +39,7 @@ from fastflow.grid import ScanGrid
 from fastflow.regions import ALLOWED, NO_GO, Regions, route_crossing
 from fastflow.scan import StopRules, new_run_id, parse_fractions, run_scan
 from fastflow.store import ScanStore, is_scan_store, jsonable
+from fastflow.timing import JUMP_PX, TimeModel, load_time_model, preset
 
 DEFAULT_RUNS_DIR = "fastflow-runs"
 STORE_NAME = "scan.zarr"
@@ -50,7 +51,7 @@ INSTRUMENTS = ("simulated", "epics")
 
 #: Options of the FAST sampler that a configuration may carry.
 FAST_OPTIONS = ("model", "initial_coverage", "initial", "diversity", "proximity", "explore", "erd_stop", "fill", "fill_floor",
-                "fill_gain")
+                "fill_gain", "cost")
 
 
 def runs_root() -> Path:
@@ -106,15 +107,18 @@ class ScanConfig:
         ``none``, ``poisson:PEAK`` or ``gaussian:SIGMA``.
     pixel_size, units : float, str
         Physical grid.
-    dwell, speed, settle : float
-        Simulated detector dwell (s), stage speed (units/s) and settle time (s).
+    timing : str, optional
+        Simulated instrument's time model: a preset name (``fastflow timing presets``) or a JSON file (e.g.
+        written by ``fastflow timing fit``); default the ``demo`` preset (:mod:`fastflow.timing`).
+    dwell, speed, settle : float, optional
+        Override the time model's dwell (s), stage speed (the model's units per s) and settle time (s).
     route : bool, optional
         Visit each batch along a short route (default: for samplers whose batches are sets).
     overlap : bool
         Choose batch k+1 while batch k is measured (see :func:`fastflow.scan.run_scan`).
     sampler_options : dict
         Options of the sampler; for ``fast``: model, initial_coverage, initial, diversity, proximity, explore, erd_stop,
-        fill, fill_floor, fill_gain.
+        fill, fill_floor, fill_gain, and ``cost``: the time model its choices weigh (:func:`fast_cost`).
     instrument : {"simulated", "epics"}
         Where the values come from.
     pv_map : str, optional
@@ -141,9 +145,10 @@ class ScanConfig:
     noise: str = "none"
     pixel_size: float = 1.0
     units: str = "px"
-    dwell: float = 0.01
-    speed: float = 100.0
-    settle: float = 0.005
+    timing: str | None = None
+    dwell: float | None = None
+    speed: float | None = None
+    settle: float | None = None
     route: bool | None = None
     overlap: bool = False
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -211,8 +216,35 @@ class ScanSetup:
             return EpicsInstrument(self.grid, c.pv_map)
         from fastflow.instruments.simulated import SimulatedInstrument
 
-        return SimulatedInstrument(self.image, self.grid, noise=c.noise, dwell=c.dwell, speed=c.speed,
-                                   settle=c.settle, seed=c.seed + seed_offset, start=start)
+        return SimulatedInstrument(self.image, self.grid, noise=c.noise, timing=time_model(c),
+                                   seed=c.seed + seed_offset, start=start)
+
+
+def time_model(config: ScanConfig) -> TimeModel:
+    """The simulated instrument's time model of a configuration: its ``timing`` (the ``demo`` preset by
+    default) with any ``dwell``, ``speed`` and ``settle`` given on top."""
+    base = load_time_model(config.timing) if config.timing else preset("demo")
+    overrides = {k: getattr(config, k) for k in ("dwell", "speed", "settle") if getattr(config, k) is not None}
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def fast_cost(config: ScanConfig) -> TimeModel | None:
+    """The time model FAST weighs its choices with: its ``cost`` option, ``"auto"`` when unset.
+
+    ``"auto"``: the simulated instrument's own model (:func:`time_model`); an EPICS instrument declares none
+    before it has measured, so FAST is point-wise there unless a model is given. ``"off"``: point-wise FAST
+    (the method of the paper). A preset name or a JSON file (e.g. ``fastflow timing fit RUN --out F`` of an
+    earlier run on the same beamline): that model. Where the model makes far points cheap (dwell-bound), the
+    cost-aware choice is point-wise FAST anyway (:func:`fastflow.sampling.slads.make_fast_sampler`).
+    """
+    spec = config.sampler_options.get("cost", "auto")
+    if not isinstance(spec, (str, dict)):
+        raise InputError(f"the FAST cost option must be auto, off, a time-model preset or file; got {spec!r}")
+    if isinstance(spec, str) and spec.strip().lower() == "off":
+        return None
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return time_model(config) if config.instrument == "simulated" else None
+    return load_time_model(spec)
 
 
 def _reconstruction_model(method: str) -> dict[str, Any]:
@@ -259,6 +291,9 @@ def _setup(config: ScanConfig) -> ScanSetup:
             raise InputError(f"unknown FAST option(s) {', '.join(unknown)}; known: {', '.join(FAST_OPTIONS)}")
         if options.get("model") is not None:
             options["model"] = str(Path(options["model"]).expanduser().resolve())
+        cost = options.get("cost")
+        if isinstance(cost, str) and Path(cost).expanduser().suffix:   # a file: absolute, for a resume elsewhere
+            options["cost"] = str(Path(cost).expanduser().resolve())
     elif options:
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
         raise InputError(f"{flags} (sampler options {', '.join(sorted(options))}) apply to --sampler fast only")
@@ -275,7 +310,14 @@ def _setup(config: ScanConfig) -> ScanSetup:
             raise InputError("the simulated instrument needs a sample (a bundled name or an image file)")
         if c.pv_map is not None:
             raise InputError("--pv-map applies to --instrument epics only")
+        if c.timing:
+            timing_file = Path(str(c.timing)).expanduser()
+            if timing_file.suffix:             # a file: absolute, so that a resume from elsewhere finds it
+                c.timing = str(timing_file.resolve())
     else:
+        if c.timing:
+            raise InputError("--timing applies to the simulated instrument; an EPICS run fits its time model to "
+                             "the measured timestamps as it goes (`fastflow timing fit RUN` prints it)")
         from fastflow.instruments.pvmap import PvMap
 
         if c.pv_map is None:
@@ -294,12 +336,14 @@ def _setup(config: ScanConfig) -> ScanSetup:
         raise InputError(f"bad grid: {exc}") from None
     c.shape, c.origin = list(grid.shape), list(grid.origin)
     regions = _regions(c, grid)
+    if c.sampler.strip().lower() == "fast":
+        options = {**options, "cost": fast_cost(c)}
     sampler = make_sampler(c.sampler, grid, coverage=stop.coverage, seed=c.seed, **options)
     if regions.active:
         sampler.restrict(~regions.allowed)
     setup = ScanSetup(c, image, sample_meta, grid, sampler, stop, snapshots, regions)
     if c.instrument == "simulated":
-        setup.instrument()                        # validates dwell, speed, settle
+        setup.instrument()                        # validates the time model
     return setup
 
 
@@ -501,6 +545,7 @@ def acquire(
         "allowed_pixels": setup.sampler.n_allowed,
         **({"regions": store.attrs.get("region_pixels"), "no_go_crossing": crossing} if codes.any() else {}),
         **({"controls": store.attrs["controls"]} if store.attrs.get("controls") else {}),
+        **{k: store.attrs.get(k) for k in ("time_model", "time_costs", "time_model_fit") if k in store.attrs},
     })
     (run_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
     return summary
@@ -525,16 +570,36 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def time_lines(report: dict[str, Any]) -> list[str]:
+    """What the scan's time was worth: a full raster's time on the same instrument, the saving, the regime."""
+    raster, saving = report.get("raster_time_s"), report.get("saving")
+    if not raster:
+        return []
+    model = report.get("time_model") or {}
+    how = "fitted to the measured timestamps" if report.get("time_model_fit") else f"time model {model.get('name')!r}"
+    verdict = (f"saved {saving:.1%} of it" if saving >= 0 else f"took {1 - saving:.2f}x as long")
+    lines = [f"A full {model.get('raster', 'step')} raster on this instrument ({how}) takes {raster:.1f} s; "
+             f"this scan {report['acquisition_time_s']:.1f} s: {verdict}."]
+    costs = report.get("time_costs") or {}
+    if costs:
+        lines.append(f"The instrument is {costs['regime']}: a point {JUMP_PX} px from the last costs "
+                     f"{costs['jump_vs_raster']:.1f} raster pixels, so scattered points save time only below "
+                     f"{costs['break_even_coverage']:.1%} coverage.")
+    return lines
+
+
 def scan_markdown(report: dict[str, Any]) -> str:
     """A short markdown summary: what was measured, how well, where the data is and how to open it."""
     lines = [f"# Run {report['run_id']}",
              f"{report['sample']} scanned with {report['sampler']}: stopped ({report['stop_reason']}) at "
              f"{report['coverage']:.1%} coverage, {report['n_points']} points, simulated acquisition "
              f"{report['acquisition_time_s']:.1f} s.", "",
-             "| coverage | points | NRMSE | SSIM |", "|---:|---:|---:|---:|"]
+             "| coverage | points | NRMSE | SSIM | time (s) | saving |", "|---:|---:|---:|---:|---:|---:|"]
     for row in report["snapshots"]:
-        lines.append(f"| {row['coverage']:.1%} | {row['n_points']} | {row.get('nrmse', float('nan')):.4f} "
-                     f"| {row.get('ssim', float('nan')):.4f} |")
+        lines.append(f"| {row['coverage']:.1%} | {row['n_points']} | {_num(row.get('nrmse'), '.4f')} "
+                     f"| {_num(row.get('ssim'), '.4f')} | {_num(row.get('time_s'), '.1f')} "
+                     f"| {_num(row.get('saving'), '.1%')} |")
+    lines += ["", *(" ".join(time_lines(report)),)] if report.get("raster_time_s") else []
     lines += ["", f"Store: `{report['store']}`", "", "Open it:", "```python", *open_instructions(report), "```"]
     return "\n".join(lines)
 
@@ -573,6 +638,10 @@ def progress_markdown(run_dir: str | os.PathLike, done: int, total: int, wall_s:
     lines += ["", f"Watch it: {view}.", "",
               f"Store: `{store.path}`. Steer it with `fastflow control {Path(run_dir)} pause|resume|stop`."]
     return "\n".join(lines)
+
+
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
 
 
 def _duration(seconds: float) -> str:

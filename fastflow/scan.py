@@ -23,6 +23,7 @@ from fastflow.recon import reconstruct_with_uncertainty
 from fastflow.route import order_route
 from fastflow.sampling.protocol import BaseSampler, check_coverage
 from fastflow.store import ScanStore, now_iso
+from fastflow.timing import fit_store
 
 
 class _Inline:
@@ -89,6 +90,13 @@ class ScanResult:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     wall_time: float = 0.0
 
+    raster_time: float | None = None
+
+    @property
+    def saving(self) -> float | None:
+        """Fraction of a full raster's time (on the same instrument) that the scan saved; None if unknown."""
+        return None if not self.raster_time else 1.0 - self.acquisition_time / self.raster_time
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (without the image)."""
         return {
@@ -96,6 +104,8 @@ class ScanResult:
             "n_points": self.n_points,
             "coverage": self.coverage,
             "acquisition_time_s": self.acquisition_time,
+            "raster_time_s": self.raster_time,
+            "saving": self.saving,
             "path_length": self.path_length,
             "wall_time_s": self.wall_time,
             "snapshots": self.snapshots,
@@ -153,6 +163,40 @@ class _Operator:
         controls = self.store.attrs.get("controls", [])
         self.store.update_attrs(controls=[*controls, entry], paused=self.paused,
                                 stop_rules=self.stop.to_attrs())
+
+
+class _Timing:
+    """Records the instrument's time model and a full raster's time in the store's attributes.
+
+    An instrument that declares a model (``time_model``, e.g. the simulated one) is recorded once; for one that
+    does not (EPICS), a model is fitted to the stored timestamps at every snapshot
+    (:func:`fastflow.timing.fit_store`), so the saving is estimated from what the hardware really took.
+    """
+
+    def __init__(self, instrument: Instrument, store: ScanStore) -> None:
+        self.store = store
+        self.declared = getattr(instrument, "time_model", None)
+        self.known_dwell = getattr(instrument, "dwell", None)
+        if self.declared is not None:
+            self._record(self.declared, fitted=None)
+
+    def refresh(self) -> None:
+        """Fit the model again from the stored points, for an instrument without a declared one."""
+        if self.declared is not None:
+            return
+        try:
+            fit = fit_store(self.store, dwell=self.known_dwell)
+        except (InputError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            return                  # too few timed moves so far, or timestamps no model explains: keep scanning
+        self._record(fit.model, fitted=fit.to_attrs())
+
+    def _record(self, model: Any, fitted: dict[str, Any] | None) -> None:
+        grid = self.store.grid
+        attrs = {"time_model": model.to_attrs(), "raster_time_s": model.raster_time(grid),
+                 "time_costs": model.costs(grid)}
+        if fitted is not None:
+            attrs["time_model_fit"] = {k: v for k, v in fitted.items() if k != "time_model"}
+        self.store.update_attrs(**attrs)
 
 
 def parse_fractions(text: str | Sequence[float] | None, what: str = "snapshot coverage") -> list[float]:
@@ -270,7 +314,10 @@ def run_scan(
             latest.update(n=n_now, result=reconstruct_with_uncertainty(grid, indices, values, method=recon_method))
         return latest["result"]
 
+    timing = _Timing(instrument, store)
+
     def snapshot() -> None:
+        timing.refresh()
         image, sigma = rebuild()
         metrics = evaluate(truth, image) if truth is not None else {}
         erd = getattr(sampler, "erd_map", None)
@@ -393,4 +440,5 @@ def run_scan(
         reconstruction=final,
         snapshots=store.snapshot_table(),
         wall_time=time.perf_counter() - t_wall,
+        raster_time=store.attrs.get("raster_time_s"),
     )

@@ -17,6 +17,8 @@ Layout (``xarray.open_zarr(path, consolidated=False)`` returns it as a Dataset):
     region         (y, x)            uint8    0 allowed, 1 outside the region of interest, 2 no-go
     erd            (y, x)            float32  an adaptive sampler's ERD map at the latest snapshot (NaN otherwise)
     coverage       (coverage,)       float64  coverage of each snapshot; snapshot_points (coverage,) int64
+    snapshot_time  (coverage,)       float64  acquisition seconds at each snapshot (attrs raster_time_s: a
+                                              full raster's seconds on the same instrument, fastflow.timing)
     nrmse, ssim, psnr (coverage,)    float64  metrics against a ground truth, when the store has one
     attrs: grid, channels, provenance, n_points, status, stop_reason, ...
 
@@ -237,6 +239,8 @@ class ScanStore:
                            dimension_names=["coverage"])
         group.create_array("snapshot_points", shape=(0,), chunks=(256,), dtype="int64", fill_value=-1,
                            dimension_names=["coverage"])
+        group.create_array("snapshot_time", shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
+                           dimension_names=["coverage"]).attrs["units"] = "s"
         if with_metrics:
             for name in METRIC_NAMES:
                 group.create_array(name, shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
@@ -314,10 +318,17 @@ class ScanStore:
         return self._read("coverage"), self._read("snapshots")
 
     def snapshot_table(self) -> list[dict[str, Any]]:
-        """One JSON-ready row per snapshot: ``coverage``, ``n_points`` and the metrics, if any."""
+        """One JSON-ready row per snapshot: ``coverage``, ``n_points``, the metrics, if any, and the acquisition
+        time ``time_s`` with, when the store knows a full raster's time, ``saving`` (``1 - time_s /
+        raster_time_s``: the fraction of a full raster's time saved; negative when slower)."""
         columns = {"coverage": self._read("coverage"), "n_points": self._read("snapshot_points")}
         if self.has_metrics:
             columns.update({name: self._read(name) for name in METRIC_NAMES})
+        if "snapshot_time" in self._meta:
+            columns["time_s"] = self._read("snapshot_time")
+            raster = self._attrs.get("raster_time_s")
+            if raster:
+                columns["saving"] = 1.0 - columns["time_s"] / float(raster)
         return [{k: jsonable(v[i]) for k, v in columns.items()} for i in range(self.n_snapshots)]
 
     def to_dataset(self) -> xr.Dataset:
@@ -451,9 +462,10 @@ class ScanStore:
             self._commit(names)
 
     def add_snapshot(self, coverage: float, image: np.ndarray, metrics: Mapping[str, float] | None = None,
-                     uncertainty: np.ndarray | None = None) -> None:
-        """Append a snapshot reconstruction at ``coverage`` (its metrics, if the store has them, and its
-        uncertainty map, where the method gives one)."""
+                     uncertainty: np.ndarray | None = None, time_s: float | None = None) -> None:
+        """Append a snapshot reconstruction at ``coverage`` (its metrics, if the store has them, its
+        uncertainty map, where the method gives one, and the acquisition seconds ``time_s``, by default the
+        time of the last stored point)."""
         self._check_writable()
         image = self._check_image(image)
         sigma = self._uncertainty_or_nan(uncertainty)
@@ -463,6 +475,8 @@ class ScanStore:
             "coverage": (k, np.array([coverage], dtype=np.float64)),
             "snapshot_points": (k, np.array([self.n_points])),
         }
+        if "snapshot_time" in self._meta:
+            columns["snapshot_time"] = (k, np.array([self.last_time() if time_s is None else time_s], dtype=np.float64))
         if sigma is not None:
             columns["snapshot_uncertainty"] = (k, sigma[None])
         if self.has_metrics:

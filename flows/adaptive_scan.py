@@ -30,9 +30,10 @@ def adaptive_scan(
     noise: str = "none",
     pixel_size: float = 1.0,
     units: str = "px",
-    dwell: float = 0.01,
-    speed: float = 100.0,
-    settle: float = 0.005,
+    timing: str | None = None,
+    dwell: float | None = None,
+    speed: float | None = None,
+    settle: float | None = None,
     route: bool | None = None,
     overlap: bool = False,
     sampler_options: dict[str, Any] | None = None,
@@ -86,8 +87,8 @@ def adaptive_scan(
     else:
         config = ScanConfig(sample=sample, sampler=sampler, coverage=coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
-                            pixel_size=pixel_size, units=units, dwell=dwell, speed=speed, settle=settle,
-                            route=route, overlap=overlap, sampler_options=dict(sampler_options or {}),
+                            pixel_size=pixel_size, units=units, timing=timing, dwell=dwell, speed=speed,
+                            settle=settle, route=route, overlap=overlap, sampler_options=dict(sampler_options or {}),
                             instrument=instrument, pv_map=pv_map, shape=shape, origin=origin, roi=roi,
                             no_go=list(no_go or []))
         config.check()

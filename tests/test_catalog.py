@@ -195,6 +195,14 @@ def test_run_metadata_is_flat_and_skips_missing_fields():
                     "nrmse": 0.1, "ssim": 0.9, "psnr": 30.0}
 
 
+def test_run_metadata_carries_the_time_saving_for_searches():
+    meta = run_metadata({"run_id": "r", "acquisition_time_s": 1500.0, "raster_time_s": 6000.0,
+                         "time_model": {"name": "demo", "dwell": 0.01}, "time_costs": {"regime": "travel-bound"}})
+    assert meta == {"run_id": "r", "acquisition_time_s": 1500.0, "raster_time_s": 6000.0, "saving": 0.75,
+                    "time_model": "demo", "time_regime": "travel-bound"}
+    assert "saving" not in run_metadata({"acquisition_time_s": 5.0, "raster_time_s": 0.0})
+
+
 def test_publish_any_dataset(server, no_env):
     ds = xr.Dataset(
         {"nrmse": (("sampler", "coverage"), np.arange(6.0).reshape(2, 3))},

@@ -506,14 +506,14 @@ def _sample_and_map(ioc, tmp_path, mode="point"):
 
 @pytest.mark.parametrize(("mode", "overlap"), [("point", False), ("list", False), ("point", True)])
 def test_fast_scan_on_the_ioc_equals_the_simulated_instrument_run(live, tmp_path, mode, overlap):
-    """The same FAST scan (same image, seed, noise off) through EPICS and on the simulated instrument;
-    with overlap the IOC is driven from the scan loop's measuring thread."""
+    """The same FAST scan (same image, seed, noise off, the demo time model as its cost) through EPICS and on
+    the simulated instrument; with overlap the IOC is driven from the scan loop's measuring thread."""
     from fastflow.runs import ScanConfig, acquire, create_run
     from fastflow.store import ScanStore
 
     sample, pv_map = _sample_and_map(live, tmp_path, mode)
     common = dict(sample=sample, sampler="fast", coverage=0.3, batch_size=25, snapshots=[0.1], seed=4,
-                  overlap=overlap)
+                  overlap=overlap, sampler_options={"cost": "demo"})
     runs = {}
     for kind, extra in (("epics", dict(instrument="epics", pv_map=pv_map)), ("simulated", {})):
         run_dir = create_run(ScanConfig(**common, **extra), tmp_path / kind)
@@ -526,6 +526,10 @@ def test_fast_scan_on_the_ioc_equals_the_simulated_instrument_run(live, tmp_path
     np.testing.assert_allclose(epics["positions"], simulated["positions"])     # readbacks = targets here
     assert runs["epics"].attrs["instrument"]["kind"] == "epics"
     assert runs["epics"].snapshot_table()[-1]["nrmse"] == pytest.approx(runs["simulated"].snapshot_table()[-1]["nrmse"])
+    fitted = runs["epics"].attrs           # a time model fitted to the IOC's timestamps, and the saving from it
+    assert fitted["time_model_fit"]["n_moves"] >= 10 and fitted["raster_time_s"] > 0
+    assert runs["epics"].snapshot_table()[-1]["saving"] is not None
+    assert runs["simulated"].attrs["sampler"]["cost"]["name"] == "demo"
 
 
 def test_ioc_killed_five_times_then_fastflow_scan_resume_completes(live, tmp_path, prefect_api):

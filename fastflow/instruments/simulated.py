@@ -3,8 +3,10 @@
 Timing model
 ------------
 The stage starts at ``start`` (default: the centre of grid pixel ``(0, 0)``, where a raster scan would
-begin). Points are visited in the order given. For each point, with ``(dy, dx)`` the move from the previous
-stage position in the grid's physical units:
+begin). Points are visited in the order given, and each costs what the instrument's
+:class:`~fastflow.timing.TimeModel` says (``timing``: a preset, a fitted or a hand-written model). Without one,
+``dwell``, ``speed`` and ``settle`` make the default model: for each point, with ``(dy, dx)`` the move from
+the previous stage position in the grid's physical units,
 
 - travel time ``max(|dy|, |dx|) / speed``: both axes move at the same time at constant ``speed`` (units
   per second), no acceleration, so the slower axis sets the time;
@@ -41,6 +43,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.images import check_image
 from fastflow.instruments.base import Measurement
+from fastflow.timing import TimeModel
 
 NOISE_KINDS = ("poisson", "gaussian")
 _MAX_PEAK = 1e15  # numpy's Poisson sampler refuses larger means
@@ -113,17 +116,6 @@ def format_noise(noise: tuple[str, float] | None) -> str | None:
     return f"{kind}:{np.format_float_positional(value, trim='-')}"
 
 
-def _non_negative(value: Any, name: str, *, positive: bool = False) -> float:
-    """Return ``value`` as a finite float ``>= 0`` (``> 0`` if ``positive``)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number; got {value!r}") from None
-    if not np.isfinite(number) or number < 0 or (positive and number == 0):
-        raise InputError(f"{name} must be a finite number {'>' if positive else '>='} 0; got {value!r}")
-    return number
-
-
 class SimulatedInstrument:
     """An instrument whose sample is a known image; implements :class:`~fastflow.instruments.Instrument`.
 
@@ -143,6 +135,9 @@ class SimulatedInstrument:
         Stage speed per axis in grid units per second.
     settle : float, optional
         Settling time in seconds after every move of non-zero length.
+    timing : TimeModel, optional
+        The instrument's time model (:mod:`fastflow.timing`), expressed on ``grid`` with
+        :meth:`~fastflow.timing.TimeModel.for_grid`; when given, ``dwell``, ``speed`` and ``settle`` are ignored.
     seed : int, optional
         Seed of the noise generator; ``None`` draws one (reported by :meth:`describe`).
     start : tuple of float, optional
@@ -173,6 +168,7 @@ class SimulatedInstrument:
         dwell: float = 0.01,
         speed: float = 100.0,
         settle: float = 0.005,
+        timing: TimeModel | None = None,
         seed: int | None = None,
         start: Any = None,
         channel: str = "value",
@@ -182,9 +178,11 @@ class SimulatedInstrument:
         self._grid = self._check_grid(grid, self._image.shape)
         self._noise = parse_noise(noise)
         self._noise_scale = self._noise_scale_for(self._noise, self._image)
-        self._dwell = _non_negative(dwell, "dwell")
-        self._speed = _non_negative(speed, "speed", positive=True)
-        self._settle = _non_negative(settle, "settle")
+        if timing is None:
+            timing = TimeModel(dwell=dwell, speed=speed, settle=settle, name="simulated")
+        elif not isinstance(timing, TimeModel):
+            raise InputError(f"timing must be a fastflow TimeModel; got {type(timing).__name__}")
+        self._timing = timing.for_grid(self._grid)
         self._seed = _check_seed(seed)
         self._rng = np.random.default_rng(self._seed)
         self._start = self._check_start(start)
@@ -278,19 +276,24 @@ class SimulatedInstrument:
         return self._noise
 
     @property
+    def time_model(self) -> TimeModel:
+        """The time model every point is charged with, in the grid's units."""
+        return self._timing
+
+    @property
     def dwell(self) -> float:
         """Acquisition time per point in seconds."""
-        return self._dwell
+        return self._timing.dwell
 
     @property
     def speed(self) -> float:
-        """Stage speed per axis in grid units per second."""
-        return self._speed
+        """Stage speed in grid units per second (along x, where the axes differ)."""
+        return self._timing.speed[1]
 
     @property
     def settle(self) -> float:
         """Settling time after each move in seconds."""
-        return self._settle
+        return self._timing.settle
 
     @property
     def seed(self) -> int:
@@ -321,7 +324,7 @@ class SimulatedInstrument:
             return Measurement.empty(len(self._channels))
         positions = self._grid.to_position(idx)
         steps = np.diff(np.vstack([self._position, positions]), axis=0)
-        durations = self._durations(steps)
+        durations = self._timing.durations(steps)
         times = self._elapsed + np.cumsum(durations)
         values = self._sample(idx)
         self._elapsed = float(times[-1])
@@ -329,12 +332,6 @@ class SimulatedInstrument:
         self._position = positions[-1].copy()
         self._n_points += len(idx)
         return Measurement(values[:, None], positions, times)
-
-    def _durations(self, steps: np.ndarray) -> np.ndarray:
-        """Seconds spent on each point: travel (slower axis) + settle if moved + dwell."""
-        travel = np.abs(steps).max(axis=1) / self.speed
-        moved = np.any(steps != 0, axis=1)
-        return travel + self.settle * moved + self.dwell
 
     def _sample(self, idx: np.ndarray) -> np.ndarray:
         """Noisy values of the image at ``idx``, shape ``(n,)``."""
@@ -355,6 +352,7 @@ class SimulatedInstrument:
             "dwell": self.dwell,
             "speed": self.speed,
             "settle": self.settle,
+            "time_model": self._timing.to_attrs(),
             "seed": self.seed,
             "shape": list(self._image.shape),
             "channels": list(self._channels),

@@ -576,7 +576,24 @@ class FastSampler(BaseSampler):
 
 
 def make_fast_sampler(grid: ScanGrid, *, coverage: float = 1.0, seed: int | None = 0, **options: Any) -> FastSampler:
-    """Registry factory: ``coverage`` (the scan loop's stop rule) becomes the fill's target coverage."""
+    """Registry factory: ``coverage`` (the scan loop's stop rule) becomes the fill's target coverage.
+
+    ``cost``: an instrument's :class:`~fastflow.timing.TimeModel` (or a preset name or model file). Where it
+    is travel-bound on ``grid`` (a far point costs more than two raster pixels, :meth:`TimeModel.costs
+    <fastflow.timing.TimeModel.costs>`) this makes the cost-aware FAST of :mod:`fastflow.sampling.costaware`;
+    where it is dwell-bound, far points cost about what near ones do and point-wise FAST is the cost-aware
+    choice. ``None`` or ``"off"``: point-wise FAST.
+    """
     check_coverage(coverage)
     options.setdefault("target_coverage", coverage)
-    return FastSampler(grid, seed=0 if seed is None else int(seed), **options)
+    cost = options.pop("cost", None)
+    seed = 0 if seed is None else int(seed)
+    if cost is None or (isinstance(cost, str) and cost.strip().lower() == "off"):
+        return FastSampler(grid, seed=seed, **options)
+    from fastflow.sampling.costaware import CostAwareFastSampler
+    from fastflow.timing import load_time_model
+
+    model = load_time_model(cost).for_grid(grid)
+    if model.costs(grid)["regime"] != "travel-bound":
+        return FastSampler(grid, seed=seed, **options)
+    return CostAwareFastSampler(grid, cost=model, seed=seed, **options)
