@@ -15,7 +15,7 @@ training images (the ERD model's training and validation images, longer side 192
 held-out cases of ``time_to_quality.py`` (none of them trained on), the share of snapshots from 5 % coverage
 on whose estimate is within 25 % of the truth, the median and the largest relative error.
 
-    python benchmarks/error_estimate.py            # about 30 minutes on 2 cores (cell, full size, takes half)
+    python benchmarks/error_estimate.py            # about 30 minutes on 2 cores (the full-size cell image about 8)
     python benchmarks/error_estimate.py --json rows.json
 """
 
