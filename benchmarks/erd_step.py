@@ -7,6 +7,9 @@ Peak memory is the process's maximum resident set size.
 
     python benchmarks/erd_step.py                        # 600x400, 2048x2048, 4096x4096 at 5 % and 20 %
     python benchmarks/erd_step.py --sizes 600x400 --steps 50
+    python benchmarks/erd_step.py --cost demo            # cost-aware FAST on the demo instrument's model
+
+A cost-aware sampler routes its batches itself (its ``ask`` includes the tour), so its route column is 0.
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ import time
 import numpy as np
 
 
-def one(shape: tuple[int, int], coverage: float, batch: int, steps: int) -> dict:
+def one(shape: tuple[int, int], coverage: float, batch: int, steps: int, cost: str | None = None) -> dict:
     from fastflow.grid import ScanGrid
     from fastflow.phantoms import flakes
     from fastflow.route import order_route
-    from fastflow.sampling.slads import FastSampler
+    from fastflow.sampling.slads import make_fast_sampler
 
     image = flakes(shape, seed=0)
     grid = ScanGrid(shape)
     t0 = time.perf_counter()
-    sampler = FastSampler(grid, seed=0, initial_coverage=coverage)
+    sampler = make_fast_sampler(grid, seed=0, initial_coverage=coverage, cost=cost)
     first = sampler.ask(grid.size)
     sampler.tell(first, image[first[:, 0], first[:, 1]])
     setup = time.perf_counter() - t0
@@ -40,7 +43,8 @@ def one(shape: tuple[int, int], coverage: float, batch: int, steps: int) -> dict
         a = time.perf_counter()
         idx = sampler.ask(batch)
         b = time.perf_counter()
-        idx = idx[order_route(idx.astype(float), here)]
+        if not sampler.ordered:
+            idx = idx[order_route(idx.astype(float), here)]
         c = time.perf_counter()
         sampler.tell(idx, image[idx[:, 0], idx[:, 1]])
         d = time.perf_counter()
@@ -49,7 +53,7 @@ def one(shape: tuple[int, int], coverage: float, batch: int, steps: int) -> dict
         for key, dt in (("ask", b - a), ("route", c - b), ("tell", d - c)):
             parts[key].append(dt)
     return {
-        "grid": f"{shape[0]}x{shape[1]}", "coverage": coverage, "batch": batch, "steps": steps,
+        "grid": f"{shape[0]}x{shape[1]}", "sampler": type(sampler).__name__, "coverage": coverage, "batch": batch, "steps": steps,
         "median_ms": 1e3 * float(np.median(times)), "p95_ms": 1e3 * float(np.percentile(times, 95)),
         **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in parts.items()},
         "setup_s": setup, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -62,21 +66,23 @@ def main() -> None:
     parser.add_argument("--coverages", default="0.05,0.2")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--cost", default=None, help="a time-model preset or file: cost-aware FAST (default point-wise)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         size, cov = args.one.split("@")
         ny, nx = (int(v) for v in size.split("x"))
-        print(json.dumps(one((ny, nx), float(cov), args.batch, args.steps)))
+        print(json.dumps(one((ny, nx), float(cov), args.batch, args.steps, args.cost)))
         return
-    print(f"batch {args.batch}, {args.steps} timed steps per row (fresh process per row)")
+    print(f"batch {args.batch}, {args.steps} timed steps per row (fresh process per row), cost {args.cost or 'off'}")
     header = (f"{'grid':>10} {'cover':>6} {'median ms':>10} {'p95 ms':>8} {'ask':>7} {'route':>7} {'tell':>7} "
               f"{'setup s':>8} {'peak MB':>8}")
     print(header)
     for size in args.sizes.split(","):
         for cov in args.coverages.split(","):
             out = subprocess.run([sys.executable, __file__, "--one", f"{size}@{cov}", "--batch", str(args.batch),
-                                  "--steps", str(args.steps)], capture_output=True, text=True)
+                                  "--steps", str(args.steps), *(["--cost", args.cost] if args.cost else [])],
+                                 capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{size:>10} {float(cov):>6.0%}  failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue

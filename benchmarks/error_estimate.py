@@ -1,119 +1,144 @@
-"""Error estimate (issue 15, first measurement): how well does cross-validation on the measured points predict
-the reconstruction's true NRMSE?
+"""Error estimate (issue 15): calibrate :mod:`fastflow.errorest` on training images, check it on held-out ones.
 
-For every image, each sampler (``fast``, ``random``, ``halton``) scans to 30 % coverage on the simulated
-instrument; at each coverage of ``COVERAGES`` the script records
+1. **Calibration.** Each training image (the ERD model's training and validation images, longer side
+   192 px; noise-free, and once more with Poisson noise of peak 50 and once with Gaussian noise of sigma
+   0.03) is scanned by ``fast``, ``random`` and ``halton`` to 40 % coverage on the simulated instrument;
+   at each coverage of ``COVERAGES`` the cross-validation features and the true NRMSE of the IDW and the
+   biharmonic reconstructions are recorded. :func:`fastflow.errorest.fit_calibration` fits them.
+2. **Check.** The same on the held-out cases of :func:`fastflow.benchmark.held_out_cases` (none of them
+   trained on): the share of snapshots from 5 % coverage on whose estimate is within 25 % of the truth.
+3. **Stop rule.** On each held-out case, ``fast`` and ``halton`` scan in steps of 0.5 % coverage with IDW
+   (the scan's default). For targets equal to the true error at 10 % and at 20 % coverage, the table
+   compares the coverage at which the true error first reaches the target with the one at which the
+   upper estimate does (what ``--target-nrmse`` stops at): the issue asks for a stop within one batch of
+   the crossing or later, never more than 20 % earlier.
 
-- ``cv``: leave-one-out residuals of the measured values, each predicted by inverse-distance weighting (power
-  2) from its ``k`` nearest *other* measured points, as an RMS weighted by the squared distance to the nearest
-  other point (an area weight: adaptive samplers crowd edges, where residuals are large) and divided by
-  the equally weighted RMS of the values (NRMSE divides by ``||truth||``);
-- the true NRMSE of the IDW and the biharmonic reconstructions.
+``--write`` stores the calibration, with a card of these figures, as the file fastflow ships
+(``fastflow/data/error-estimate.json``).
 
-It fits ``log(true) = a + b log(cv) + c log(coverage)`` per sampler family (adaptive / static) and method on the
-training images (the ERD model's training and validation images, longer side 192 px) and reports, on the
-held-out cases of ``time_to_quality.py`` (none of them trained on), the share of snapshots from 5 % coverage
-on whose estimate is within 25 % of the truth, the median and the largest relative error.
-
-    python benchmarks/error_estimate.py            # about 30 minutes on 2 cores (the full-size cell image about 8)
-    python benchmarks/error_estimate.py --json rows.json
+    python -u benchmarks/error_estimate.py --write fastflow/data/error-estimate.json --json rows.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from fastflow.benchmark import held_out_cases
 from fastflow.erd.fit import DEFAULT_TRAINING, DEFAULT_VALIDATION, load_image_set
-from fastflow.grid import ScanGrid
-from fastflow.instruments.simulated import SimulatedInstrument
-from fastflow.metrics import nrmse
-from fastflow.recon import reconstruct
-from fastflow.sampling.registry import make_sampler
+from fastflow.errorest import (FAMILIES, NEIGHBOURS, UPPER_QUANTILE, ErrorModel, calibration_rows, check_rows,
+                               design_row, fit_calibration, write_calibration)
 
-COVERAGES = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
-FAMILIES = {"adaptive": ("fast",), "static": ("random", "halton")}
+COVERAGES = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4)
+SAMPLERS = ("fast", "random", "halton")
 METHODS = ("idw", "biharmonic")
+TRAINING_NOISE = (None, "poisson:50", "gaussian:0.03")
+TRAINING_SIDE = 192
+STOP_STEP = 0.005
+MIN_COVERAGE = 0.05
 
 
-def cross_validation(indices: np.ndarray, values: np.ndarray, k: int = 8) -> float:
-    """Area-weighted leave-one-out IDW residual of the measured values, over their area-weighted RMS."""
-    tree = cKDTree(indices.astype(float))
-    d, ids = tree.query(indices.astype(float), k=k + 1)
-    d, ids = d[:, 1:], ids[:, 1:]                       # drop each point itself
-    w = 1.0 / np.maximum(d, 1e-9) ** 2
-    residual = values - (w * values[ids]).sum(1) / w.sum(1)
-    area = d[:, 0] ** 2
-    return float(np.sqrt(np.sum(area * residual**2) / np.sum(area * values**2)))
-
-
-def scan_rows(name: str, image: np.ndarray, sampler_name: str, noise: str | None, seed: int = 0) -> list[dict[str, Any]]:
-    """One scan to the largest coverage; the estimate's input and the true errors at each coverage."""
-    grid = ScanGrid(image.shape)
-    instrument = SimulatedInstrument(image, grid, noise=noise, seed=seed)
-    sampler = make_sampler(sampler_name, grid, coverage=max(COVERAGES), seed=seed)
-    indices, values, rows = [], [], []
-    for coverage in COVERAGES:
-        target = round(coverage * image.size)
-        while sampler.n_measured < target and not sampler.done:
-            batch = sampler.ask(min(50, target - sampler.n_measured))
-            if len(batch) == 0:
-                break
-            measured = instrument.measure(batch)
-            sampler.tell(batch, measured.values)
-            indices.append(batch)
-            values.append(measured.values[:, 0])
-        idx, val = np.concatenate(indices), np.concatenate(values)
-        row = {"image": name, "sampler": sampler_name, "coverage": coverage, "cv": cross_validation(idx, val)}
-        for method in METHODS:
-            row[f"true_{method}"] = nrmse(image, reconstruct(grid, idx, val, method=method))
-        rows.append(row)
-    return rows
-
-
-def design(rows: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([[1.0, np.log(r["cv"]), np.log(r["coverage"])] for r in rows])
+def stop_check(model: ErrorModel, name: str, image: np.ndarray, noise: str | None, sampler: str) -> list[dict[str, Any]]:
+    """True and estimated first crossings of two targets on one fine-stepped IDW scan."""
+    steps = np.round(np.arange(0.01, max(COVERAGES) + 1e-9, STOP_STEP), 4)
+    rows = calibration_rows(image, sampler, steps, methods=("idw",), noise=noise)
+    true = np.array([r["true_idw"] for r in rows])
+    covs = np.array([r["coverage"] for r in rows])
+    fit = model.fits["idw"][rows[0]["family"]]
+    upper = np.exp(np.array([design_row(r) for r in rows]) @ np.asarray(fit["coef"])) * fit["upper_factor"]
+    low = model.coverage_range[0]
+    out = []
+    for at in (0.1, 0.2):
+        target = float(true[np.argmin(np.abs(covs - at))])
+        c_true = float(covs[np.argmax(true <= target)])
+        hits = np.flatnonzero((upper <= target) & (covs >= low - 1e-9))
+        c_stop = float(covs[hits[0]]) if len(hits) else float("nan")
+        batch = 50 / image.size
+        out.append({"image": name, "sampler": sampler, "target": target, "c_true": c_true, "c_stop": c_stop,
+                    "ok": bool(np.isnan(c_stop) or c_stop >= c_true - batch - 1e-9),
+                    "early_ok": bool(np.isnan(c_stop) or c_stop >= 0.8 * c_true)})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--write", help="write the calibration file here")
+    parser.add_argument("--skip-stop", action="store_true", help="leave out the stop-rule check")
     args = parser.parse_args()
 
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("ttq", pathlib.Path(__file__).with_name("time_to_quality.py"))
-    ttq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ttq)
-    training = [(n, im, None) for n, im in load_image_set(list(DEFAULT_TRAINING) + list(DEFAULT_VALIDATION), 192).items()]
-    held_out = [(n, make(), noise) for n, (make, noise) in ttq.CASES.items()]
-    rows: dict[str, list[dict[str, Any]]] = {"training": [], "held_out": []}
+    t_start = time.perf_counter()
+    training_names = list(DEFAULT_TRAINING) + list(DEFAULT_VALIDATION)
+    training = [(f"{n}{'+' + noise if noise else ''}", im, noise)
+                for n, im in load_image_set(training_names, TRAINING_SIDE).items() for noise in TRAINING_NOISE]
+    held_out = [(n, np.asarray(make(), float), noise) for n, (make, noise) in held_out_cases().items()]
+    rows: dict[str, list[dict[str, Any]]] = {"training": [], "held_out": [], "stop": []}
     for part, cases in (("training", training), ("held_out", held_out)):
         for name, image, noise in cases:
-            for sampler in ("fast", "random", "halton"):
+            for sampler in SAMPLERS:
                 t0 = time.perf_counter()
-                rows[part] += scan_rows(name, np.asarray(image, float), sampler, noise)
-                print(f"{part:9s} {name:16s} {sampler:7s} {time.perf_counter() - t0:6.1f} s", flush=True)
+                got = calibration_rows(image, sampler, COVERAGES, methods=METHODS, noise=noise)
+                rows[part] += [{"image": name, **r} for r in got]
+                print(f"{part:9s} {name:26s} {sampler:7s} {time.perf_counter() - t0:6.1f} s", flush=True)
+        if part == "training":
+            fits = fit_calibration(rows["training"], METHODS, min_coverage=MIN_COVERAGE)
+            model = ErrorModel(fits=fits, coverage_range=(MIN_COVERAGE, max(COVERAGES)), card={})
+
+    checks: dict[str, Any] = {}
+    print("\n| method | samplers | held-out snapshots within 25 % | median rel. error | largest | upper below truth |")
+    print("|---|---|---|---|---|---|")
+    for method in METHODS:
+        for family in FAMILIES:
+            c = check_rows(model, rows["held_out"], method, family, MIN_COVERAGE)
+            checks[f"{method}/{family}"] = c
+            print(f"| {method} | {family} | {c['within_25pct']:.0%} | {c['median_rel_error']:.1%} "
+                  f"| {c['max_rel_error']:.0%} | {c['upper_below_truth']:.0%} |")
+    print("\nper held-out image (IDW; share within 25 %, median relative error):")
+    for name, *_ in held_out:
+        for family in FAMILIES:
+            c = check_rows(model, [r for r in rows["held_out"] if r["image"] == name], "idw", family, MIN_COVERAGE)
+            print(f"  {name:16s} {family:9s} {c['within_25pct']:4.0%} {c['median_rel_error']:6.1%}")
+
+    if not args.skip_stop:
+        print("\n| image | sampler | target NRMSE | true error reaches it at | upper estimate at | within a batch or later | not > 20 % early |")
+        print("|---|---|---|---|---|---|---|")
+        for name, image, noise in held_out:
+            for sampler in ("fast", "halton"):
+                for r in stop_check(model, name, image, noise, sampler):
+                    rows["stop"].append(r)
+                    at = "not by 40 %" if np.isnan(r["c_stop"]) else f"{r['c_stop']:.1%}"
+                    print(f"| {name} | {sampler} | {r['target']:.4f} | {r['c_true']:.1%} | {at} "
+                          f"| {'yes' if r['ok'] else 'NO'} | {'yes' if r['early_ok'] else 'NO'} |", flush=True)
+        checks["stop_rule"] = {"cases": len(rows["stop"]),
+                               "within_a_batch_or_later": float(np.mean([r["ok"] for r in rows["stop"]])),
+                               "not_20pct_early": float(np.mean([r["early_ok"] for r in rows["stop"]])),
+                               "median_late_ratio": float(np.nanmedian([r["c_stop"] / r["c_true"] for r in rows["stop"]]))}
+        print(f"\nstop rule: {checks['stop_rule']}")
+
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.write:
+        from importlib.metadata import version
 
-    print("\n| method | samplers | a, b, c | held-out snapshots within 25 % | median rel. error | largest |")
-    print("|---|---|---|---|---|---|")
-    for method in METHODS:
-        for family, names in FAMILIES.items():
-            fit = [r for r in rows["training"] if r["sampler"] in names and r["coverage"] >= 0.05]
-            test = [r for r in rows["held_out"] if r["sampler"] in names and r["coverage"] >= 0.05]
-            coef, *_ = np.linalg.lstsq(design(fit), np.log([r[f"true_{method}"] for r in fit]), rcond=None)
-            rel = np.abs(np.exp(design(test) @ coef) / np.array([r[f"true_{method}"] for r in test]) - 1)
-            print(f"| {method} | {family} | {', '.join(f'{v:.3f}' for v in coef)} | {np.mean(rel < 0.25):.0%} "
-                  f"| {np.median(rel):.1%} | {rel.max():.0%} |")
+        import scipy
+
+        card = {"description": "calibration of fastflow's NRMSE estimate (fastflow.errorest), by "
+                               "benchmarks/error_estimate.py",
+                "training_images": training_names, "training_side_px": TRAINING_SIDE,
+                "training_noise": [n or "none" for n in TRAINING_NOISE], "samplers": list(SAMPLERS),
+                "coverages": list(COVERAGES), "batch_size": 50, "neighbours": NEIGHBOURS,
+                "upper_quantile": UPPER_QUANTILE, "min_coverage": MIN_COVERAGE,
+                "held_out_images": [n for n, *_ in held_out], "held_out_checks": checks,
+                "fastflow": version("fastflow"), "numpy": np.__version__, "scipy": scipy.__version__,
+                "python": platform.python_version(), "run_time_s": round(time.perf_counter() - t_start)}
+        path = write_calibration(args.write, fits, (MIN_COVERAGE, max(COVERAGES)), card)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -36,24 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from fastflow import phantoms
+from fastflow.benchmark import held_out_cases
 from fastflow.evaluate import simulate
 from fastflow.grid import ScanGrid
-from fastflow.images import load_sample
 from fastflow.sampling.registry import make_sampler
 from fastflow.sampling.slads import make_fast_sampler
 from fastflow.timing import TimeModel, preset, presets
 
-# name -> (image, measurement noise): sparse (flakes, coins), smooth (cell), dense and noisy (lattice,
-# noisy particles); none of them is used to train the ERD model
-CASES = {
-    "flakes": (lambda: phantoms.flakes(), None),
-    "coins": (lambda: load_sample("coins")[0], None),
-    "cell": (lambda: load_sample("cell")[0], None),
-    "lattice": (lambda: phantoms.lattice((256, 256), spacing=6.0, seed=5), None),
-    "noisy-particles": (lambda: phantoms.particles((256, 256), seed=5), "poisson:20"),
-    "noisy-lattice": (lambda: phantoms.lattice((256, 256), spacing=8.0, seed=5), "gaussian:0.05"),
-}
+CASES = held_out_cases()
 STATIC_TIMED_AS_RASTER = ("raster", "lines")
 
 

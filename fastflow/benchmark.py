@@ -22,6 +22,23 @@ from fastflow.grid import ScanGrid
 METRICS = ("nrmse", "ssim", "psnr")
 
 
+def held_out_cases() -> dict[str, tuple[Any, str | None]]:
+    """The held-out benchmark cases, ``name -> (make_image, measurement noise)``: sparse (flakes, coins),
+    smooth (cell), dense and noisy (lattice, noisy particles). None of them trains the ERD model or the
+    error estimate; ``benchmarks/time_to_quality.py`` and ``benchmarks/error_estimate.py`` score them."""
+    from fastflow import phantoms
+    from fastflow.images import load_sample
+
+    return {
+        "flakes": (lambda: phantoms.flakes(), None),
+        "coins": (lambda: load_sample("coins")[0], None),
+        "cell": (lambda: load_sample("cell")[0], None),
+        "lattice": (lambda: phantoms.lattice((256, 256), spacing=6.0, seed=5), None),
+        "noisy-particles": (lambda: phantoms.particles((256, 256), seed=5), "poisson:20"),
+        "noisy-lattice": (lambda: phantoms.lattice((256, 256), spacing=8.0, seed=5), "gaussian:0.05"),
+    }
+
+
 def load_case_image(name: str, max_side: int | None = None) -> np.ndarray:
     """A benchmark image: a bundled sample name, ``phantom:seed`` (e.g. ``lattice:5``) or a file."""
     from fastflow.erd.fit import load_image_set

@@ -249,7 +249,8 @@ def run_metadata(attrs: Mapping[str, Any], snapshot_table: list[Mapping[str, Any
         ``n_batches``, ``grid_shape``, ``pixel_size``, ``units``, ``channels``, ``reconstruction_method``,
         ``acquisition_time_s``, ``raster_time_s`` (a full raster on the same instrument), ``saving`` (one minus
         their ratio), ``time_model`` (its name), ``time_regime`` (travel- or dwell-bound), ``fastflow_version``,
-        ``flow_run_id`` and the final metrics; fields the run does not have are left out.
+        ``flow_run_id``, the final metrics, ``nrmse_estimate`` and ``nrmse_upper`` (the error estimate of
+        :mod:`fastflow.errorest`) and ``target_nrmse`` (the stop rule's); fields the run does not have are left out.
 
     Examples
     --------
@@ -277,6 +278,9 @@ def run_metadata(attrs: Mapping[str, Any], snapshot_table: list[Mapping[str, Any
         "stop_reason": attrs.get("stop_reason"),
         "seed": attrs.get("seed"),
         "coverage_target": part("stop_rules", "coverage"),
+        "target_nrmse": part("stop_rules", "target_nrmse"),
+        "nrmse_estimate": part("error_estimate", "nrmse"),
+        "nrmse_upper": part("error_estimate", "upper"),
         "coverage_reached": attrs.get("coverage_reached"),
         "n_points": attrs.get("n_points"),
         "n_batches": attrs.get("n_batches"),

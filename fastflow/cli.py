@@ -40,7 +40,8 @@ def scan(
     noise: Annotated[str, typer.Option(help="Simulated detector noise: none, poisson:PEAK_COUNTS or gaussian:SIGMA (fraction of the image range).")] = "none",
     recon: Annotated[str, typer.Option(help="Reconstruction for snapshots and the final image (idw, linear, cubic, biharmonic, learned; learned also stores its uncertainty map).")] = "idw",
     evaluate: Annotated[str, typer.Option(help="After the scan, rebuild and score the snapshots with these methods on Dask (comma-separated, from idw, linear, cubic, biharmonic, learned; 'none' to skip).")] = "idw,biharmonic",
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop when the simulated acquisition time reaches this many seconds.")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop when the acquisition time (the instrument's seconds) reaches this.")] = None,
+    target_nrmse: Annotated[Optional[float], typer.Option(help="Stop when the reconstruction's estimated NRMSE (its upper estimate, from the measured points alone) is at or below this, e.g. 0.05; from 5 % coverage on.", show_default=False)] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
     timing: Annotated[Optional[str], typer.Option(help="Simulated instrument's time model: a preset (see `fastflow timing presets`) or a JSON file (e.g. from `fastflow timing fit`) [default: demo].", show_default=False)] = None,
@@ -90,6 +91,7 @@ def scan(
             sample = "flakes"
         config = ScanConfig(sample=sample, sampler=sampler, coverage=stop_coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
+                            target_nrmse=target_nrmse,
                             pixel_size=pixel_size, units=units, timing=timing, dwell=dwell, speed=speed,
                             settle=settle, route=route, overlap=overlap, sampler_options=options, instrument=instrument,
                             pv_map=str(pv_map) if pv_map is not None else None,
@@ -122,9 +124,10 @@ def scan(
 @app.command()
 def control(
     run: Annotated[str, typer.Argument(help="The run: its id under the data folder, or its folder.")],
-    action: Annotated[str, typer.Argument(help="pause, resume, stop, stop-rule (with --coverage and/or --time-budget) or no-go (with --region).")],
+    action: Annotated[str, typer.Argument(help="pause, resume, stop, stop-rule (with --coverage, --time-budget and/or --target-nrmse) or no-go (with --region).")],
     coverage: Annotated[Optional[float], typer.Option(help="stop-rule: the new stop coverage, in (0, 1].", show_default=False)] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="stop-rule: the new time budget, seconds of acquisition.", show_default=False)] = None,
+    target_nrmse: Annotated[Optional[float], typer.Option(help="stop-rule: the new target of the estimated NRMSE.", show_default=False)] = None,
     region: Annotated[Optional[str], typer.Option(help="no-go: a polygon 'x,y; x,y; x,y' in grid pixels, or a mask / .json polygon file.", show_default=False)] = None,
 ) -> None:
     """Steer a running scan: pause, resume, stop (data kept), change its stop rule, or add a no-go region.
@@ -136,7 +139,8 @@ def control(
     from fastflow.runs import find_run
 
     run_dir = find_run(run)
-    path = send_control(run_dir, action, source="cli", coverage=coverage, time_budget=time_budget, region=region)
+    path = send_control(run_dir, action, source="cli", coverage=coverage, time_budget=time_budget,
+                        target_nrmse=target_nrmse, region=region)
     typer.echo(f"sent {action} to run {run_dir.name} ({path.name}); it applies at the next batch boundary")
 
 
@@ -522,11 +526,13 @@ def _print_report(summary: dict[str, Any]) -> None:
 
     console = Console(highlight=False)
     table = Table(title=f"{summary['sample']} scanned with {summary['sampler']}", title_justify="left")
-    for col in ("coverage", "points", "NRMSE", "SSIM", "PSNR (dB)", "time (s)", "saving"):
+    from fastflow.runs import estimate_text
+
+    for col in ("coverage", "points", "NRMSE", "NRMSE estimate (upper)", "SSIM", "PSNR (dB)", "time (s)", "saving"):
         table.add_column(col, justify="right")
     for row in summary["snapshots"]:
         table.add_row(
-            f"{row['coverage']:.1%}", str(row["n_points"]), _fmt(row.get("nrmse"), ".4f"),
+            f"{row['coverage']:.1%}", str(row["n_points"]), _fmt(row.get("nrmse"), ".4f"), estimate_text(row),
             _fmt(row.get("ssim"), ".4f"), _fmt(row.get("psnr"), ".2f"), _fmt(row.get("time_s"), ".1f"),
             _fmt(row.get("saving"), ".1%"),
         )

@@ -19,7 +19,8 @@ Actions
     End the scan now; what was measured is kept and the reconstruction written. Status ``complete``, stop
     reason ``stopped by the operator``.
 ``stop_rule``
-    New stop coverage (``coverage``) and/or time budget (``time_budget``, seconds).
+    New stop coverage (``coverage``), time budget (``time_budget``, seconds) and/or target NRMSE
+    (``target_nrmse``, of the error estimate).
 ``no_go``
     A no-go region (``region``: an inline polygon ``"x,y; x,y; ..."`` or a file, see
     :func:`fastflow.regions.region_mask`): no point inside it is measured from the next batch on.
@@ -54,17 +55,16 @@ def check_control(action: str, params: dict[str, Any]) -> dict[str, Any]:
     if action not in ACTIONS:
         raise InputError(f"unknown control {action!r}; use one of {', '.join(ACTIONS)}")
     params = {k: v for k, v in params.items() if v is not None}
-    allowed = {"stop_rule": {"coverage", "time_budget"}, "no_go": {"region"}}.get(action, set())
+    allowed = {"stop_rule": {"coverage", "time_budget", "target_nrmse"}, "no_go": {"region"}}.get(action, set())
     if unknown := sorted(set(params) - allowed):
         raise InputError(f"control {action!r} takes {', '.join(sorted(allowed)) or 'no parameters'}; got {', '.join(unknown)}")
     if action == "stop_rule":
         if not params:
-            raise InputError("control 'stop_rule' needs a coverage and/or a time_budget")
-        StopRules(coverage=params.get("coverage", 1.0), time_budget=params.get("time_budget"))   # validates
-        if "coverage" in params:
-            params["coverage"] = float(params["coverage"])
-        if "time_budget" in params:
-            params["time_budget"] = float(params["time_budget"])
+            raise InputError("control 'stop_rule' needs a coverage, a time_budget and/or a target_nrmse")
+        rules = StopRules(coverage=params.get("coverage", 1.0), time_budget=params.get("time_budget"),
+                          target_nrmse=params.get("target_nrmse"))   # validates
+        params.update({name: float(getattr(rules, name)) for name in ("coverage", "time_budget", "target_nrmse")
+                       if name in params})
     if action == "no_go":
         if "region" not in params:
             raise InputError("control 'no_go' needs a region (an inline polygon 'x,y; x,y; x,y' or a file)")

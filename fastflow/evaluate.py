@@ -9,7 +9,7 @@ scan loop routes them. The FAST paper scores biharmonic inpainting of the measur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ def simulate(
     timing: TimeModel | None = None,
     route: bool | None = None,
     keep_path: bool = False,
+    observe: Callable[[np.ndarray, np.ndarray], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``sampler`` on ``image`` and score the reconstruction at each coverage.
 
@@ -45,7 +46,9 @@ def simulate(
 
     Returns one row per coverage: ``coverage``, ``n_points``, ``time_s`` (the instrument's clock) and the
     metrics of :func:`fastflow.metrics.evaluate`; with ``keep_path`` also ``path``, the ``(n, 2)`` grid indices
-    in visiting order (to time the same path on other instruments). Batches are shortened so that every
+    in visiting order (to time the same path on other instruments); with ``observe``, whatever
+    ``observe(indices, values)`` returns for the points measured so far (e.g. the features of
+    :mod:`fastflow.errorest`). Batches are shortened so that every
     coverage is hit exactly.
     """
     truth = check_image(image)
@@ -73,7 +76,7 @@ def simulate(
         estimate = reconstruct(sampler.grid, idx, val, method=recon)
         rows.append({"coverage": sampler.n_measured / truth.size, "n_points": int(len(idx)),
                      "time_s": instrument.elapsed, **evaluate(truth, estimate),
-                     **({"path": idx} if keep_path else {})})
+                     **({"path": idx} if keep_path else {}), **(observe(idx, val) if observe else {})})
     return rows
 
 

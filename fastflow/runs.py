@@ -103,6 +103,9 @@ class ScanConfig:
         Seed of the sampler and of the instrument noise.
     time_budget : float, optional
         Stop when the simulated acquisition time reaches this many seconds.
+    target_nrmse : float, optional
+        Stop when the reconstruction's estimated NRMSE (its upper estimate, :mod:`fastflow.errorest`) is at
+        or below this.
     noise : str
         ``none``, ``poisson:PEAK`` or ``gaussian:SIGMA``.
     pixel_size, units : float, str
@@ -142,6 +145,7 @@ class ScanConfig:
     recon: str = "idw"
     seed: int = 0
     time_budget: float | None = None
+    target_nrmse: float | None = None
     noise: str = "none"
     pixel_size: float = 1.0
     units: str = "px"
@@ -273,7 +277,7 @@ def _setup(config: ScanConfig) -> ScanSetup:
     c.batch_size = _integer(c.batch_size, "batch size", 1)
     c.seed = _integer(c.seed, "seed", 0)
     check_methods(c.recon)
-    stop = StopRules(coverage=c.coverage, time_budget=c.time_budget)
+    stop = StopRules(coverage=c.coverage, time_budget=c.time_budget, target_nrmse=c.target_nrmse)
     c.coverage = stop.coverage
     snapshots = parse_fractions(c.snapshots, "snapshots (coverages)")
     c.snapshots = snapshots
@@ -501,6 +505,7 @@ def acquire(
         if "stop_rules" in store.attrs and store.attrs.get("controls"):   # a stop rule changed by the operator
             rules = store.attrs["stop_rules"]
             setup.stop.coverage, setup.stop.time_budget = rules["coverage"], rules.get("time_budget_s")
+            setup.stop.target_nrmse = rules.get("target_nrmse")
         instrument = setup.instrument(start=start, seed_offset=offset)
         try:
             result = run_scan(setup.sampler, instrument, store, stop=setup.stop, batch_size=config.batch_size,
@@ -588,16 +593,30 @@ def time_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def estimate_text(row: dict[str, Any]) -> str:
+    """A snapshot's error estimate as ``0.031 (0.040)``: the estimate and its upper bound; ``-`` if none."""
+    if row.get("nrmse_estimate") is None:
+        return "-"
+    return f"{row['nrmse_estimate']:.4f} ({_num(row.get('nrmse_upper'), '.4f')})"
+
+
+def stop_rule_text(rules: dict[str, Any]) -> str:
+    """The stop rules of a store's ``stop_rules`` attribute, in words."""
+    text = f"coverage {rules.get('coverage')}, time budget {rules.get('time_budget_s') or 'none'}"
+    return text + (f", target NRMSE {rules['target_nrmse']}" if rules.get("target_nrmse") else "")
+
+
 def scan_markdown(report: dict[str, Any]) -> str:
     """A short markdown summary: what was measured, how well, where the data is and how to open it."""
     lines = [f"# Run {report['run_id']}",
              f"{report['sample']} scanned with {report['sampler']}: stopped ({report['stop_reason']}) at "
              f"{report['coverage']:.1%} coverage, {report['n_points']} points, simulated acquisition "
              f"{report['acquisition_time_s']:.1f} s.", "",
-             "| coverage | points | NRMSE | SSIM | time (s) | saving |", "|---:|---:|---:|---:|---:|---:|"]
+             "| coverage | points | NRMSE | NRMSE estimate (upper) | SSIM | time (s) | saving |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["snapshots"]:
         lines.append(f"| {row['coverage']:.1%} | {row['n_points']} | {_num(row.get('nrmse'), '.4f')} "
-                     f"| {_num(row.get('ssim'), '.4f')} | {_num(row.get('time_s'), '.1f')} "
+                     f"| {estimate_text(row)} | {_num(row.get('ssim'), '.4f')} | {_num(row.get('time_s'), '.1f')} "
                      f"| {_num(row.get('saving'), '.1%')} |")
     lines += ["", *(" ".join(time_lines(report)),)] if report.get("raster_time_s") else []
     lines += ["", f"Store: `{report['store']}`", "", "Open it:", "```python", *open_instructions(report), "```"]
@@ -622,9 +641,12 @@ def progress_markdown(run_dir: str | os.PathLike, done: int, total: int, wall_s:
              "| | |", "|---|---|",
              f"| points | {done} of {total} ({done / max(total, 1):.1%}) |",
              f"| time left | {_duration(left)} at {rate:.0f} points/s |",
-             f"| stop rule | coverage {rules.get('coverage')}, time budget {rules.get('time_budget_s') or 'none'} |"]
+             f"| stop rule | {stop_rule_text(rules)} |"]
     if error is not None:
         lines.append(f"| NRMSE at {error['coverage']:.1%} | {error['nrmse']:.4f} |")
+    estimate = next((row for row in reversed(table) if row.get("nrmse_estimate") is not None), None)
+    if estimate is not None:
+        lines.append(f"| NRMSE estimate (upper) at {estimate['coverage']:.1%} | {estimate_text(estimate)} |")
     if attrs.get("region_pixels"):
         r = attrs["region_pixels"]
         lines.append(f"| regions | {r['allowed']} allowed pixels, {r['no_go']} no-go, {r['outside_roi']} outside the ROI |")

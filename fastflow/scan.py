@@ -47,6 +47,7 @@ STOP_SAMPLER = "sampler finished"
 STOP_TIME = "time budget reached"
 STOP_INTERRUPTED = "interrupted"
 STOP_OPERATOR = "stopped by the operator"
+STOP_TARGET = "target error reached"
 
 #: Seconds between looks at the control inbox while a scan is paused.
 PAUSE_POLL_S = 0.2
@@ -62,19 +63,31 @@ class StopRules:
         Fraction of grid pixels to measure, in (0, 1].
     time_budget : float, optional
         Acquisition seconds (as the instrument counts them) after which no new batch starts.
+    target_nrmse : float, optional
+        Stop once the reconstruction's estimated NRMSE (the *upper* estimate of :mod:`fastflow.errorest`,
+        so that a scan stops late rather than early) is at or below this, from the calibration's smallest
+        coverage (5 %) on.
     """
 
     coverage: float = 1.0
     time_budget: float | None = None
+    target_nrmse: float | None = None
 
     def __post_init__(self) -> None:
         self.coverage = check_coverage(self.coverage, "stop coverage")
-        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
-            raise InputError(f"time budget must be a positive number of seconds; got {self.time_budget!r}")
+        for name, what in (("time_budget", "time budget must be a positive number of seconds"),
+                           ("target_nrmse", "target NRMSE must be a positive number (e.g. 0.05)")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not (value > 0 and math.isfinite(value)):
+                raise InputError(f"{what}; got {value!r}")
+            setattr(self, name, float(value))
 
     def to_attrs(self) -> dict[str, Any]:
         """The rules as the store records them (its ``stop_rules`` attribute)."""
-        return {"coverage": self.coverage, "time_budget_s": self.time_budget}
+        return {"coverage": self.coverage, "time_budget_s": self.time_budget, "target_nrmse": self.target_nrmse}
 
 
 @dataclass
@@ -91,6 +104,7 @@ class ScanResult:
     wall_time: float = 0.0
 
     raster_time: float | None = None
+    error_estimate: dict[str, Any] | None = None
 
     @property
     def saving(self) -> float | None:
@@ -106,6 +120,7 @@ class ScanResult:
             "acquisition_time_s": self.acquisition_time,
             "raster_time_s": self.raster_time,
             "saving": self.saving,
+            "error_estimate": self.error_estimate,
             "path_length": self.path_length,
             "wall_time_s": self.wall_time,
             "snapshots": self.snapshots,
@@ -143,9 +158,11 @@ class _Operator:
                 self.stopped = True
             elif action == "stop_rule":
                 rules = StopRules(coverage=doc.get("coverage", self.stop.coverage),
-                                  time_budget=doc.get("time_budget", self.stop.time_budget))
+                                  time_budget=doc.get("time_budget", self.stop.time_budget),
+                                  target_nrmse=doc.get("target_nrmse", self.stop.target_nrmse))
                 entry["previous"] = self.stop.to_attrs()
                 self.stop.coverage, self.stop.time_budget = rules.coverage, rules.time_budget
+                self.stop.target_nrmse = rules.target_nrmse
             elif action == "no_go":
                 from fastflow.regions import NO_GO, region_mask
 
@@ -199,6 +216,64 @@ class _Timing:
         self.store.update_attrs(**attrs)
 
 
+class _ErrorWatch:
+    """The error estimate of the points so far (:mod:`fastflow.errorest`): at every snapshot, and after each
+    batch while a target NRMSE is set.
+
+    Far from the target (upper estimate above ``NEAR`` times it) the estimate is made again only once the
+    points have grown by ``REGROW``: the error falls slower than the points grow, so it cannot cross the
+    target sooner, and a large scan does not pay a cross-validation of all its points after every batch.
+    """
+
+    NEAR = 1.1
+    REGROW = 1.02
+
+    def __init__(self, sampler: BaseSampler, method: str, stop: StopRules) -> None:
+        from fastflow.errorest import sampler_family
+
+        self.sampler, self.method, self.stop = sampler, method, stop
+        self.family = sampler_family(sampler)
+        self._model: Any = None
+        self.last: Any = None
+        self.n_checked = 0
+        if stop.target_nrmse is not None:
+            self.model()                 # a broken calibration file fails before anything is measured
+
+    def model(self) -> Any:
+        if self._model is None:
+            from fastflow.errorest import ErrorModel
+
+            self._model = ErrorModel.load()
+        return self._model
+
+    def estimate(self, indices: np.ndarray, values: np.ndarray) -> Any:
+        """The estimate for these points (None while there are too few to cross-validate)."""
+        if len(indices) < self.model().k + 1:
+            return None
+        self.last = self.model().estimate(indices, values, self.sampler.coverage, method=self.method,
+                                          family=self.family)
+        self.n_checked = len(indices)
+        return self.last
+
+    def reached(self, n_points: int, points: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
+        """True when a target is set and the upper estimate is at or below it (from the calibrated coverages on)."""
+        target = self.stop.target_nrmse
+        if target is None:
+            return False
+        if self.last is not None and self.last.upper > self.NEAR * target and n_points < self.REGROW * self.n_checked:
+            return False
+        est = self.estimate(*points())
+        return est is not None and est.coverage >= self.model().coverage_range[0] - 1e-9 and est.upper <= target
+
+    def attrs(self) -> dict[str, Any]:
+        """The latest estimate as the store records it (``error_estimate``), or nothing."""
+        return {"error_estimate": self.last.to_attrs()} if self.last is not None else {}
+
+    def columns(self) -> dict[str, float] | None:
+        """The latest estimate as snapshot columns."""
+        return None if self.last is None else {"nrmse_estimate": self.last.nrmse, "nrmse_upper": self.last.upper}
+
+
 def parse_fractions(text: str | Sequence[float] | None, what: str = "snapshot coverage") -> list[float]:
     """Parse ``"0.05,0.1"`` (or a sequence) into sorted unique fractions in (0, 1]."""
     if text is None or text == "":
@@ -242,12 +317,12 @@ def run_scan(
     store : ScanStore
         Open for appending; left open (the caller closes it with the stop reason).
     stop : StopRules
-        Target coverage and optional time budget.
+        Target coverage, optional time budget and target NRMSE (of the estimate, :mod:`fastflow.errorest`).
     batch_size : int
         Points asked per step. Batches are shortened so that snapshots land exactly on their coverage.
     snapshots : sequence of float
-        Coverages at which a reconstruction (and metrics, with ``truth``) is stored; the final state is
-        always stored too.
+        Coverages at which a reconstruction (and metrics, with ``truth``) is stored, with the estimate of its
+        NRMSE (:mod:`fastflow.errorest`); the final state is always stored too.
     truth : ndarray, optional
         Ground truth image for metrics (simulations).
     recon_method : str
@@ -306,24 +381,31 @@ def run_scan(
 
     latest: dict[str, Any] = {}
 
+    def points() -> tuple[np.ndarray, np.ndarray]:
+        """Every point measured so far and its values (channel 0)."""
+        return np.concatenate(idx_parts), np.concatenate(val_parts)
+
     def rebuild() -> tuple[np.ndarray, np.ndarray | None]:
         """The reconstruction of every point so far (and its uncertainty), computed once per state."""
         n_now = sum(len(part) for part in idx_parts)
         if latest.get("n") != n_now:
-            indices, values = np.concatenate(idx_parts), np.concatenate(val_parts)
+            indices, values = points()
             latest.update(n=n_now, result=reconstruct_with_uncertainty(grid, indices, values, method=recon_method))
         return latest["result"]
 
     timing = _Timing(instrument, store)
+    watch = _ErrorWatch(sampler, recon_method, stop)
 
     def snapshot() -> None:
         timing.refresh()
         image, sigma = rebuild()
         metrics = evaluate(truth, image) if truth is not None else {}
+        if watch.n_checked != sum(len(part) for part in idx_parts):
+            watch.estimate(*points())
         erd = getattr(sampler, "erd_map", None)
         if callable(erd) and (decision := erd()) is not None:
             store.set_erd(decision)          # first: a viewer keys the stored images on the snapshot count
-        store.add_snapshot(sampler.coverage, image, metrics, uncertainty=sigma)
+        store.add_snapshot(sampler.coverage, image, metrics, uncertainty=sigma, estimate=watch.columns())
         snap_due[:] = [c for c in snap_due if max(1, round(c * sampler.n_allowed)) > sampler.n_inside]
 
     last = {"batch": idx_parts[-1] if idx_parts else None}   # the batch the stage visits last, for routes
@@ -398,6 +480,9 @@ def run_scan(
                 snapshot()
             if progress is not None:
                 progress(sampler.n_inside, target())
+            if watch.reached(sum(len(part) for part in idx_parts), points):
+                stop_reason = STOP_TARGET
+                break
             if operator.check():
                 stop_reason = STOP_OPERATOR
                 break
@@ -430,7 +515,8 @@ def run_scan(
                              n_points=store.n_points)
     acquisition_time = t_offset + float(instrument.elapsed)
     path_length = path_offset + float(instrument.path_length)
-    store.update_attrs(acquisition_time_s=acquisition_time, path_length=path_length, coverage_reached=sampler.coverage)
+    store.update_attrs(acquisition_time_s=acquisition_time, path_length=path_length, coverage_reached=sampler.coverage,
+                       **watch.attrs())
     return ScanResult(
         stop_reason=stop_reason,
         n_points=store.n_points,
@@ -441,4 +527,5 @@ def run_scan(
         snapshots=store.snapshot_table(),
         wall_time=time.perf_counter() - t_wall,
         raster_time=store.attrs.get("raster_time_s"),
+        error_estimate=watch.last.to_attrs() if watch.last is not None else None,
     )

@@ -20,6 +20,8 @@ Layout (``xarray.open_zarr(path, consolidated=False)`` returns it as a Dataset):
     snapshot_time  (coverage,)       float64  acquisition seconds at each snapshot (attrs raster_time_s: a
                                               full raster's seconds on the same instrument, fastflow.timing)
     nrmse, ssim, psnr (coverage,)    float64  metrics against a ground truth, when the store has one
+    nrmse_estimate, nrmse_upper (coverage,)   the reconstruction's NRMSE as estimated from the points alone,
+                                              and its upper bound (fastflow.errorest; NaN: not estimated)
     attrs: grid, channels, provenance, n_points, status, stop_reason, ...
 
 Crash safety
@@ -66,6 +68,8 @@ STORE_VERSION = 1
 POINT_CHUNK = 4096
 IMAGE_CHUNK = 256
 METRIC_NAMES = ("nrmse", "ssim", "psnr")
+#: Per-snapshot error estimate columns (:mod:`fastflow.errorest`): the estimate and its upper bound.
+ESTIMATE_NAMES = ("nrmse_estimate", "nrmse_upper")
 _POINT_VARS = ("iy", "ix", "y", "x", "value", "batch", "time")
 _KEEP_GENERATIONS = 4
 
@@ -241,6 +245,9 @@ class ScanStore:
                            dimension_names=["coverage"])
         group.create_array("snapshot_time", shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
                            dimension_names=["coverage"]).attrs["units"] = "s"
+        for name in ESTIMATE_NAMES:
+            group.create_array(name, shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
+                               dimension_names=["coverage"])
         if with_metrics:
             for name in METRIC_NAMES:
                 group.create_array(name, shape=(0,), chunks=(256,), dtype="float64", fill_value=np.nan,
@@ -320,10 +327,12 @@ class ScanStore:
     def snapshot_table(self) -> list[dict[str, Any]]:
         """One JSON-ready row per snapshot: ``coverage``, ``n_points``, the metrics, if any, and the acquisition
         time ``time_s`` with, when the store knows a full raster's time, ``saving`` (``1 - time_s /
-        raster_time_s``: the fraction of a full raster's time saved; negative when slower)."""
+        raster_time_s``: the fraction of a full raster's time saved; negative when slower) and, where it was
+        made, the error estimate ``nrmse_estimate`` and its upper bound ``nrmse_upper`` (:mod:`fastflow.errorest`)."""
         columns = {"coverage": self._read("coverage"), "n_points": self._read("snapshot_points")}
         if self.has_metrics:
             columns.update({name: self._read(name) for name in METRIC_NAMES})
+        columns.update({name: self._read(name) for name in ESTIMATE_NAMES if name in self._meta})
         if "snapshot_time" in self._meta:
             columns["time_s"] = self._read("snapshot_time")
             raster = self._attrs.get("raster_time_s")
@@ -462,10 +471,11 @@ class ScanStore:
             self._commit(names)
 
     def add_snapshot(self, coverage: float, image: np.ndarray, metrics: Mapping[str, float] | None = None,
-                     uncertainty: np.ndarray | None = None, time_s: float | None = None) -> None:
+                     uncertainty: np.ndarray | None = None, time_s: float | None = None,
+                     estimate: Mapping[str, float] | None = None) -> None:
         """Append a snapshot reconstruction at ``coverage`` (its metrics, if the store has them, its
-        uncertainty map, where the method gives one, and the acquisition seconds ``time_s``, by default the
-        time of the last stored point)."""
+        uncertainty map, where the method gives one, the acquisition seconds ``time_s``, by default the
+        time of the last stored point, and the error estimate ``{"nrmse_estimate", "nrmse_upper"}``)."""
         self._check_writable()
         image = self._check_image(image)
         sigma = self._uncertainty_or_nan(uncertainty)
@@ -479,6 +489,9 @@ class ScanStore:
             columns["snapshot_time"] = (k, np.array([self.last_time() if time_s is None else time_s], dtype=np.float64))
         if sigma is not None:
             columns["snapshot_uncertainty"] = (k, sigma[None])
+        for name in ESTIMATE_NAMES:
+            if name in self._meta:             # stores written before the estimate existed lack the columns
+                columns[name] = (k, np.array([(estimate or {}).get(name, np.nan)], dtype=np.float64))
         if self.has_metrics:
             metrics = metrics or {}
             for name in METRIC_NAMES:

@@ -27,6 +27,7 @@ def adaptive_scan(
     recon: str = "idw",
     seed: int = 0,
     time_budget: float | None = None,
+    target_nrmse: float | None = None,
     noise: str = "none",
     pixel_size: float = 1.0,
     units: str = "px",
@@ -87,7 +88,7 @@ def adaptive_scan(
     else:
         config = ScanConfig(sample=sample, sampler=sampler, coverage=coverage, batch_size=batch_size,
                             snapshots=snapshots, recon=recon, seed=seed, time_budget=time_budget, noise=noise,
-                            pixel_size=pixel_size, units=units, timing=timing, dwell=dwell, speed=speed,
+                            target_nrmse=target_nrmse, pixel_size=pixel_size, units=units, timing=timing, dwell=dwell, speed=speed,
                             settle=settle, route=route, overlap=overlap, sampler_options=dict(sampler_options or {}),
                             instrument=instrument, pv_map=pv_map, shape=shape, origin=origin, roi=roi,
                             no_go=list(no_go or []))

@@ -120,6 +120,7 @@ def test_search_by_metadata(server, no_env):
     assert list(c.search(Key("sample") == "flakes").search(Key("sampler") == "halton")) == []
     assert {"run-a", "run-b"} <= set(c.search(Key("status") == "complete"))
     assert "run-a" in c.search(Key("coverage_reached") >= 0.2)
+    assert {"run-a", "run-b"} <= set(c.search(Key("nrmse_estimate") > 0))     # the error estimate, searchable
     assert list(c.search(Key("attrs.sampler.name") == "random")) == ["run-b"]   # nested attrs: dotted keys
     meta = c["run-a"].metadata
     store = ScanStore.open(server.data_dir / "run-a" / "scan.zarr")
@@ -201,6 +202,12 @@ def test_run_metadata_carries_the_time_saving_for_searches():
     assert meta == {"run_id": "r", "acquisition_time_s": 1500.0, "raster_time_s": 6000.0, "saving": 0.75,
                     "time_model": "demo", "time_regime": "travel-bound"}
     assert "saving" not in run_metadata({"acquisition_time_s": 5.0, "raster_time_s": 0.0})
+
+
+def test_run_metadata_carries_the_error_estimate_and_its_target():
+    meta = run_metadata({"stop_rules": {"coverage": 0.5, "target_nrmse": 0.05},
+                         "error_estimate": {"nrmse": 0.04, "upper": 0.049, "method": "idw"}})
+    assert meta == {"coverage_target": 0.5, "target_nrmse": 0.05, "nrmse_estimate": 0.04, "nrmse_upper": 0.049}
 
 
 def test_publish_any_dataset(server, no_env):

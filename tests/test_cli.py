@@ -62,6 +62,21 @@ def test_scan_json_report_store_and_figure(smooth_npy, tmp_path):
     assert json.loads((out / "report.json").read_text())["run_id"] == report["run_id"]
 
 
+def test_scan_stops_on_a_target_error(smooth_npy, tmp_path):
+    result = fastflow("scan", "--sample", str(smooth_npy), "--sampler", "halton", "--stop-coverage", "0.5",
+                      "--target-nrmse", "0.05", "--snapshots", "0.05", "--batch-size", "25", "--evaluate", "none",
+                      "--out", str(tmp_path / "run"), "--report", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["stop_reason"] == "target error reached" and report["coverage"] < 0.5
+    assert report["error_estimate"]["upper"] <= 0.05
+    last = report["snapshots"][-1]
+    assert last["nrmse_upper"] <= 0.05 and last["nrmse"] is not None       # the truth is reported beside it
+    attrs = xr.open_zarr(report["store"], consolidated=False).attrs
+    assert attrs["stop_rules"]["target_nrmse"] == 0.05 and attrs["stop_reason"] == "target error reached"
+    assert_user_error(fastflow("scan", "--sample", str(smooth_npy), "--target-nrmse", "0"), "target NRMSE")
+
+
 def test_scan_text_report_default_folder(smooth_npy, tmp_path):
     result = fastflow("scan", "--sample", str(smooth_npy), "--sampler", "raster", "--stop-coverage", "0.1",
                       "--evaluate", "none")

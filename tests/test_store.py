@@ -51,6 +51,7 @@ def test_layout_and_round_trip(store, tmp_path):
     assert float(ds.nrmse[0]) == 0.5 and float(ds.ssim[0]) == 0.25 and int(ds.snapshot_points[0]) == 3
     assert ds.attrs["sample"] == "toy" and ds.attrs["n_points"] == 3 and ds.attrs["status"] == "running"
     assert store.snapshot_table() == [{"coverage": 0.0625, "n_points": 3, "nrmse": 0.5, "ssim": 0.25, "psnr": 12.0,
+                                       "nrmse_estimate": None, "nrmse_upper": None,   # not estimated
                                        "time_s": 0.3}]          # the time of its last point
 
     store.close(stop_reason="coverage reached")

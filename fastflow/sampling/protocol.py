@@ -107,6 +107,9 @@ class BaseSampler:
     ordered = True
     """True when ``ask`` returns points in a sensible visiting order (a trajectory); False when a batch is a
     set that the scan loop should visit along a short route (:func:`fastflow.route.order_route`)."""
+    family = "static"
+    """``static`` (a pattern fixed in advance) or ``adaptive`` (chosen from the values): which calibration of
+    the error estimate applies (:mod:`fastflow.errorest`)."""
 
     def __init__(self, grid: ScanGrid) -> None:
         if not isinstance(grid, ScanGrid):

@@ -129,6 +129,7 @@ class FastSampler(BaseSampler):
 
     name = "fast"
     ordered = False  # batches are sets: the scan loop orders them along a short route
+    family = "adaptive"
 
     def __init__(
         self,
