@@ -521,8 +521,11 @@ def acquire(
             store.update_attrs(no_go_crossing=crossing)
     except BaseException as exc:
         if is_interruption(exc):     # Ctrl-C, SIGTERM (a scheduler, systemd, a Prefect cancellation)
-            store.close(stop_reason="interrupted", status="interrupted")
-            raise
+            try:
+                store.close(stop_reason="interrupted", status="interrupted")
+            except Exception:        # the disk failed while recording it: the stored points stay resumable
+                store.release()
+            raise exc
         try:
             store.update_attrs(status="failed", error=str(exc))
         finally:

@@ -553,12 +553,18 @@ class ScanStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """Undo in-memory changes if writing fails, and report the failure as a :class:`StoreError`."""
+        """Undo in-memory changes if writing fails or is interrupted before the new state was published, and
+        report a failure of the disk as a :class:`StoreError` (an interruption, Ctrl-C or SIGTERM, goes on as
+        it is, so that the scan can still record it and close the store)."""
         saved_meta, saved_attrs = dict(self._meta), json.loads(json.dumps(self._attrs))
+        saved_generation = self._generation
         try:
             yield
-        except OSError as exc:
-            self._meta, self._attrs = saved_meta, saved_attrs
+        except BaseException as exc:
+            if self._generation == saved_generation:      # nothing was published: memory = what the disk holds
+                self._meta, self._attrs = saved_meta, saved_attrs
+            if not isinstance(exc, OSError):
+                raise
             raise StoreError(
                 f"writing to {self.path} failed ({exc.strerror or exc}); the {self.n_points} points committed "
                 "before are safe: fix the cause (e.g. free disk space) and resume the scan"
@@ -610,9 +616,12 @@ class ScanStore:
                 tmp.unlink()
             tmp.symlink_to(gdir.name)
             os.replace(tmp, cdir / "current")
-        except OSError:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(gdir)
+        except BaseException:             # a failing disk, or an interruption part-way
+            if _links_to(cdir / "current", gdir.name):
+                self._generation = gen    # published just before the interruption: it is the state now
+            else:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(gdir)   # half written: gone, so the next commit can use its name
             raise
         self._generation = gen
         for old in cdir.glob("g*"):
@@ -732,6 +741,14 @@ def _doc_name(name: str) -> str:
 def now_iso() -> str:
     """The local time as recorded in stores and provenance: ``2026-12-03T21:30:05+0000``."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _links_to(link: Path, target: str) -> bool:
+    """True if the symlink ``link`` exists and points to ``target``."""
+    try:
+        return os.readlink(link) == target
+    except OSError:
+        return False
 
 
 def jsonable(value: Any) -> Any:

@@ -196,6 +196,32 @@ class TimeModel:
         ramps = 0.0 if math.isinf(self.acceleration[1]) else 2.0 * speed / self.acceleration[1]
         return sweep + ramps + self.line_overhead
 
+    def fly_durations(self, step: Any, n_pixels: int) -> np.ndarray:
+        """Seconds spent on each pixel of a straight line flown from its first pixel (where the stage is).
+
+        The line has ``n_pixels`` pixels ``step`` (``(dy, dx)``, the model's units) apart. As in
+        :meth:`line_time`, the stage flies at the speed that gives every pixel its dwell, capped by the axes'
+        top speeds along that direction; the run-up ramp is charged to the first pixel, the run-down ramp and
+        the line overhead to the last. Along x the durations add up to :meth:`line_time`.
+        """
+        n = int(n_pixels)
+        if n <= 0:
+            return np.zeros(0)
+        step = np.abs(np.asarray(step, dtype=np.float64).reshape(2))
+        pitch = float(np.hypot(*step))
+        if pitch == 0:
+            raise InputError("a flown line needs a non-zero step between its pixels")
+        unit = step / pitch
+        top = min(float(v / u) for v, u in zip(self.speed, unit, strict=True) if u > 0)
+        accel = min(float(a / u) for a, u in zip(self.acceleration, unit, strict=True) if u > 0)
+        speed = min(top, pitch / self.dwell) if self.dwell > 0 else top
+        sweep = max(n * self.dwell, (n - 1) * pitch / top)
+        ramp = 0.0 if math.isinf(accel) else speed / accel
+        out = np.full(n, sweep / n)
+        out[0] += ramp
+        out[-1] += ramp + self.line_overhead
+        return out
+
     def raster_time(self, grid: ScanGrid) -> float:
         """Seconds for a full raster of ``grid`` (every pixel, line by line along x) on this instrument.
 

@@ -164,6 +164,37 @@ def test_failed_write_keeps_committed_points(store, monkeypatch):
     np.testing.assert_array_equal(store.measurements()["indices"], [[0, 0], [0, 2]])
 
 
+@pytest.mark.parametrize("when", ["writing the metadata", "just after publishing"])
+def test_an_interrupted_commit_leaves_a_store_that_closes_as_interrupted(store, monkeypatch, tmp_path, when):
+    """Ctrl-C or SIGTERM part-way through a commit: the interruption goes on as it is (no StoreError), and
+    the store then records it and closes (a half-written generation is removed; a published one is kept)."""
+    store.append([[0, 0]], [[1.0, 1.0]])
+    if when == "writing the metadata":
+        real_write = Path.write_bytes
+
+        def interrupted(self, data):             # only the commit's documents (zarr writes chunks in a thread)
+            if ".commits" in str(self):
+                raise KeyboardInterrupt
+            return real_write(self, data)
+        monkeypatch.setattr(Path, "write_bytes", interrupted)
+    else:
+        real = os.replace
+
+        def interrupted(src, dst):
+            real(src, dst)
+            if str(dst).endswith("current"):
+                raise KeyboardInterrupt
+        monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.append([[0, 1]], [[2.0, 2.0]])
+    monkeypatch.undo()
+    store.close(stop_reason="interrupted", status="interrupted")
+    ds = xr.open_zarr(tmp_path / "scan.zarr", consolidated=False)
+    kept = [[0, 0]] if when == "writing the metadata" else [[0, 0], [0, 1]]
+    assert ds.attrs["status"] == "interrupted" and ds.attrs["n_points"] == len(kept)
+    np.testing.assert_array_equal(np.column_stack([ds.iy.values, ds.ix.values]), kept)
+
+
 def test_kill_minus_nine_loses_at_most_the_batch_in_flight(tmp_path):
     """SIGKILL a writer at random moments, 12 times, resuming each time; nothing committed is lost."""
     rng = np.random.default_rng(20261123)

@@ -13,6 +13,10 @@ the previous stage position in the grid's physical units,
 - plus ``settle`` seconds if the stage moved at all (waiting for vibrations to die down);
 - plus ``dwell`` seconds of acquisition at the point.
 
+On a model that can fly (``raster="fly"``), the straight runs of a batch (pixels at equal steps: rows,
+columns, every k-th pixel) are flown in one motion where that is faster than stepping
+(:mod:`fastflow.segments`); :meth:`SimulatedInstrument.measure_segments` measures given segments.
+
 :attr:`SimulatedInstrument.elapsed` accumulates these times, :attr:`SimulatedInstrument.path_length` the
 Euclidean length ``hypot(dy, dx)`` of the moves, and :attr:`Measurement.times` holds the cumulative time at
 which each point finished.
@@ -43,6 +47,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.images import check_image
 from fastflow.instruments.base import Measurement
+from fastflow.segments import batch_durations
 from fastflow.timing import TimeModel
 
 NOISE_KINDS = ("poisson", "gaussian")
@@ -324,7 +329,7 @@ class SimulatedInstrument:
             return Measurement.empty(len(self._channels))
         positions = self._grid.to_position(idx)
         steps = np.diff(np.vstack([self._position, positions]), axis=0)
-        durations = self._timing.durations(steps)
+        durations = batch_durations(idx, self._timing, self._grid, self._position)   # flown runs on a fly model
         times = self._elapsed + np.cumsum(durations)
         values = self._sample(idx)
         self._elapsed = float(times[-1])
@@ -332,6 +337,29 @@ class SimulatedInstrument:
         self._position = positions[-1].copy()
         self._n_points += len(idx)
         return Measurement(values[:, None], positions, times)
+
+    def measure_segments(self, segments: Any) -> tuple[np.ndarray, Measurement]:
+        """Measure line segments, each in one continuous motion on a model that can fly (``raster="fly"``).
+
+        Parameters
+        ----------
+        segments : sequence
+            :class:`~fastflow.segments.Segment` objects or ``(first, last)`` pairs of grid indices (every
+            pixel between them is measured, :func:`~fastflow.segments.make_segment`), in visiting order.
+
+        Returns
+        -------
+        indices, Measurement
+            The ``(n, 2)`` pixels measured, in order, and their values, positions and times (the same as
+            :meth:`measure` of those pixels: a batch's straight runs are flown wherever that is faster).
+        """
+        from fastflow.segments import Segment, make_segment
+
+        parts = [s if isinstance(s, Segment) else make_segment(*s) for s in segments]
+        if not parts:
+            return np.empty((0, 2), dtype=np.int64), Measurement.empty(len(self._channels))
+        pixels = np.concatenate([s.pixels() for s in parts])
+        return pixels, self.measure(pixels)
 
     def _sample(self, idx: np.ndarray) -> np.ndarray:
         """Noisy values of the image at ``idx``, shape ``(n,)``."""

@@ -39,6 +39,7 @@ from fastflow.grid import ScanGrid
 from fastflow.route import order_route
 from fastflow.sampling.interlaced import interlaced_pattern
 from fastflow.sampling.slads import _COVER, _RESCORE_DRIFT, _TILE, FastSampler
+from fastflow.segments import batch_durations
 from fastflow.timing import TimeModel
 
 #: Tiles (of 32 px) on each side of a region's central tile: a batch is toured inside one region.
@@ -141,8 +142,8 @@ class CostAwareFastSampler(FastSampler):
             return indices, record
         if route:
             indices = indices[order_route(indices * self._scale, self._stage * self._scale)]
-        travel = np.diff(np.vstack([self._stage, indices]), axis=0) * self._scale
-        record["planned_s"] = float(self.cost.durations(travel).sum())
+        start = np.asarray(self.grid.origin, dtype=np.float64) + self._stage * self._scale
+        record["planned_s"] = float(batch_durations(indices, self.cost, self.grid, start).sum())
         self._stage = indices[-1].astype(np.float64)
         return indices, record
 
