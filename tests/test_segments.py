@@ -101,7 +101,8 @@ def test_segments_measure_the_values_along_them_and_the_clock_is_the_plan():
     np.testing.assert_array_equal(m.values[:, 0], image[pixels[:, 0], pixels[:, 1]])     # noise off: the image
     np.testing.assert_allclose(m.positions, grid.to_position(pixels))
     expected = np.cumsum(batch_durations(pixels, FLY, grid, grid.origin))
-    np.testing.assert_allclose(m.times, expected) and np.testing.assert_allclose(inst.elapsed, expected[-1])
+    np.testing.assert_allclose(m.times, expected)
+    assert inst.elapsed == pytest.approx(expected[-1])
     points = SimulatedInstrument(image, grid, timing=STEP)     # the same pixels point by point: same values, slower
     m_points = points.measure(pixels)
     np.testing.assert_array_equal(m_points.values, m.values)
