@@ -32,7 +32,7 @@ import numpy as np
 from fastflow.benchmark import held_out_cases
 from fastflow.erd.fit import DEFAULT_TRAINING, DEFAULT_VALIDATION, load_image_set
 from fastflow.errorest import (FAMILIES, NEIGHBOURS, UPPER_QUANTILE, ErrorModel, calibration_rows, check_rows,
-                               design_row, fit_calibration, write_calibration)
+                               fit_calibration, write_calibration)
 
 COVERAGES = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4)
 SAMPLERS = ("fast", "random", "halton")
@@ -49,8 +49,7 @@ def stop_check(model: ErrorModel, name: str, image: np.ndarray, noise: str | Non
     rows = calibration_rows(image, sampler, steps, methods=("idw",), noise=noise)
     true = np.array([r["true_idw"] for r in rows])
     covs = np.array([r["coverage"] for r in rows])
-    fit = model.fits["idw"][rows[0]["family"]]
-    upper = np.exp(np.array([design_row(r) for r in rows]) @ np.asarray(fit["coef"])) * fit["upper_factor"]
+    _, upper = model.from_features(rows, method="idw", family=rows[0]["family"])
     low = model.coverage_range[0]
     out = []
     for at in (0.1, 0.2):

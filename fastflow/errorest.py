@@ -12,10 +12,11 @@ has two cross-validation features of the measured values and the coverage:
 
 Each is an RMS weighted by the squared distance to the nearest other point (an area weight: an adaptive
 sampler crowds its points on edges, where residuals are large, and one point there stands for little
-area) and divided by the equally weighted RMS of the values, as NRMSE divides by the truth's norm. A
+area) and divided by the RMS of the values with the same weights, as NRMSE divides by the truth's norm. A
 linear model ``log nrmse = a + b log cv_idw + c log cv_plane + d log coverage`` per reconstruction method
 and sampler family (``adaptive`` FAST, ``static`` patterns) maps them to the error; it is calibrated on
-training images in simulation (:func:`calibrate`, run by ``benchmarks/error_estimate.py``) and shipped as
+training images in simulation (:func:`calibration_rows`, :func:`fit_calibration`, run by
+``benchmarks/error_estimate.py``) and shipped as
 ``fastflow/data/error-estimate.json``, whose card says on what and how well it was checked.
 
 The stop rule ``--target-nrmse`` (:class:`fastflow.scan.StopRules`) compares the target with the
@@ -181,14 +182,20 @@ class ErrorModel:
         """The estimated NRMSE of ``method``'s reconstruction of these points (see :func:`estimate_error`)."""
         if family not in FAMILIES:
             raise InputError(f"sampler family must be one of {', '.join(FAMILIES)}; got {family!r}")
-        basis = self.basis(method)
-        fit = self.fits[basis][family]
         features = cross_validation(indices, values, self.k)
-        value = math.exp(float(design_row({**features, "coverage": coverage}) @ np.asarray(fit["coef"])))
+        value, upper = self.from_features([{**features, "coverage": coverage}], method=method, family=family)
         low, high = self.coverage_range
-        return ErrorEstimate(nrmse=value, upper=value * float(fit["upper_factor"]), method=basis, family=family,
+        return ErrorEstimate(nrmse=float(value[0]), upper=float(upper[0]), method=self.basis(method), family=family,
                              coverage=float(coverage), extrapolated=not (low - 1e-9 <= coverage <= high + 1e-9),
                              features=features)
+
+    def from_features(self, rows: Sequence[Mapping[str, float]], *, method: str,
+                      family: str) -> tuple[np.ndarray, np.ndarray]:
+        """The estimates and upper estimates for rows of features (``cv_idw``, ``cv_plane``, ``coverage``)."""
+        fit = self.fits[self.basis(method)][family]
+        x = np.array([design_row(r) for r in rows]).reshape(-1, len(FEATURES) + 1)
+        value = np.exp(x @ np.asarray(fit["coef"]))
+        return value, value * float(fit["upper_factor"])
 
 
 @lru_cache(maxsize=8)
@@ -316,14 +323,13 @@ def fit_calibration(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *
 def check_rows(model: ErrorModel, rows: Sequence[Mapping[str, Any]], method: str, family: str,
                min_coverage: float = 0.05) -> dict[str, float]:
     """How close the estimate comes to the truth on ``rows``: share within 25 %, median and largest error."""
-    fit = model.fits[model.basis(method)][family]
     use = [r for r in rows if r["family"] == family and r["coverage"] >= min_coverage - 1e-9]
     if not use:
         return {}
-    est = np.exp(np.array([design_row(r) for r in use]) @ np.asarray(fit["coef"]))
+    est, upper = model.from_features(use, method=method, family=family)
     true = np.array([r[f"true_{method}"] for r in use])
     rel = np.abs(est / true - 1)
-    upper_low = np.mean(est * fit["upper_factor"] < true)
+    upper_low = np.mean(upper < true)
     return {"n": len(use), "within_25pct": float(np.mean(rel <= 0.25)), "median_rel_error": float(np.median(rel)),
             "max_rel_error": float(rel.max()), "upper_below_truth": float(upper_low)}
 

@@ -141,9 +141,15 @@ def batch_durations(indices: np.ndarray, model: TimeModel, grid: ScanGrid, start
         return np.zeros(0)
     positions = grid.to_position(idx)
     moves = np.diff(np.vstack([np.asarray(start, dtype=np.float64).reshape(1, 2), positions]), axis=0)
-    out = model.durations(moves)                       # every point stepped ...
+    return with_flights(model.durations(moves), idx, model, grid)
+
+
+def with_flights(stepped: np.ndarray, indices: np.ndarray, model: TimeModel, grid: ScanGrid) -> np.ndarray:
+    """``stepped`` (each point's move, settle and dwell, :meth:`TimeModel.durations`) with the flown runs of
+    the batch (:func:`flown`) charged as flights instead: :func:`batch_durations` from moves already known."""
+    out = np.array(stepped, dtype=np.float64)
     scale = np.asarray(grid.pixel_size, dtype=np.float64)
-    for seg in flown(idx, model, grid):                # ... but the flown runs
+    for seg in flown(indices, model, grid):            # every point stepped, but the flown runs
         o = seg.offset
         fly = model.fly_durations(seg.step * scale, seg.n)
         out[o] = out[o] - model.dwell + fly[0]         # the move and settle to the first pixel, then flying

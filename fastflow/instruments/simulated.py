@@ -47,7 +47,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.images import check_image
 from fastflow.instruments.base import Measurement
-from fastflow.segments import batch_durations
+from fastflow.segments import with_flights
 from fastflow.timing import TimeModel
 
 NOISE_KINDS = ("poisson", "gaussian")
@@ -329,7 +329,7 @@ class SimulatedInstrument:
             return Measurement.empty(len(self._channels))
         positions = self._grid.to_position(idx)
         steps = np.diff(np.vstack([self._position, positions]), axis=0)
-        durations = batch_durations(idx, self._timing, self._grid, self._position)   # flown runs on a fly model
+        durations = with_flights(self._timing.durations(steps), idx, self._timing, self._grid)   # fly models fly runs
         times = self._elapsed + np.cumsum(durations)
         values = self._sample(idx)
         self._elapsed = float(times[-1])
