@@ -44,7 +44,7 @@ def scan(
     target_nrmse: Annotated[Optional[float], typer.Option(help="Stop when the reconstruction's estimated NRMSE (its upper estimate, from the measured points alone) is at or below this, e.g. 0.05; from 5 % coverage on.", show_default=False)] = None,
     pixel_size: Annotated[float, typer.Option(help="Pixel size of the simulated grid.")] = 1.0,
     units: Annotated[str, typer.Option(help="Units of the pixel size.")] = "px",
-    timing: Annotated[Optional[str], typer.Option(help="Simulated instrument's time model: a preset (see `fastflow timing presets`) or a JSON file (e.g. from `fastflow timing fit`) [default: demo].", show_default=False)] = None,
+    timing: Annotated[Optional[str], typer.Option(help="The instrument's time model: a preset (see `fastflow timing presets`) or a JSON file (e.g. from `fastflow timing fit`). Simulated: what it measures with [default: demo]; EPICS: the beamline's model, weighed by FAST and used to fly straight runs on a list map with a list.fly PV [default: none].", show_default=False)] = None,
     dwell: Annotated[Optional[float], typer.Option(help="Simulated dwell time per point, seconds [default: the time model's, 0.01 for demo].", show_default=False)] = None,
     speed: Annotated[Optional[float], typer.Option(help="Simulated stage speed, the time model's units per second [default: the model's, 100 px/s for demo].", show_default=False)] = None,
     settle: Annotated[Optional[float], typer.Option(help="Simulated settle time after each move, seconds [default: the model's, 0.005 for demo].", show_default=False)] = None,
@@ -59,7 +59,7 @@ def scan(
     explore: Annotated[Optional[float], typer.Option(help="FAST: share of each batch from the continued low-discrepancy pattern [default: the sampler's].")] = None,
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
     fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from fill picks (the interlaced lattice of the stop coverage, then farthest-point), or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
-    cost: Annotated[Optional[str], typer.Option(help="FAST: the time model its choices weigh: 'auto' (the simulated instrument's; point-wise on EPICS), 'off' (point-wise FAST, as in the paper), a preset or a JSON file from `fastflow timing fit` [default: auto].", show_default=False)] = None,
+    cost: Annotated[Optional[str], typer.Option(help="FAST: the time model its choices weigh: 'auto' (the instrument's --timing; point-wise on EPICS without one), 'off' (point-wise FAST, as in the paper), a preset or a JSON file from `fastflow timing fit` [default: auto].", show_default=False)] = None,
     roi: Annotated[Optional[str], typer.Option(help="Measure only inside this region: a mask file (.png/.tif/.npy, nonzero inside), a .json polygon file, or a polygon 'x,y; x,y; x,y' in grid pixels. Coverage counts its pixels.", show_default=False)] = None,
     no_go: Annotated[Optional[list[str]], typer.Option(help="Never measure inside this region (same forms as --roi); repeat for several. The report says how far the stage route crossed them.", show_default=False)] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
@@ -210,7 +210,7 @@ def serve(
 def ioc(ctx: typer.Context) -> None:
     """A simulated scanning beamline as a caproto soft IOC on 127.0.0.1 (`fastflow ioc --help` for options).
 
-    fastflow ioc --sample NAME_OR_PATH [--prefix SIM:] [--noise ...] [--pixel-size D] [--time-scale S]
+    fastflow ioc --sample NAME_OR_PATH [--prefix SIM:] [--noise ...] [--pixel-size D] [--timing MODEL] [--time-scale S]
     [--write-pv-map FILE]; Channel Access ports come from the EPICS environment variables.
     """
     try:

@@ -111,8 +111,10 @@ class ScanConfig:
     pixel_size, units : float, str
         Physical grid.
     timing : str, optional
-        Simulated instrument's time model: a preset name (``fastflow timing presets``) or a JSON file (e.g.
-        written by ``fastflow timing fit``); default the ``demo`` preset (:mod:`fastflow.timing`).
+        The instrument's time model: a preset name (``fastflow timing presets``) or a JSON file (e.g.
+        written by ``fastflow timing fit``). The simulated instrument measures with it (default the ``demo``
+        preset, :mod:`fastflow.timing`); on EPICS it is the beamline's model, which FAST's cost weighs and
+        by which a list-mode map with a ``list.fly`` PV flies straight runs (default none: points only).
     dwell, speed, settle : float, optional
         Override the time model's dwell (s), stage speed (the model's units per s) and settle time (s).
     route : bool, optional
@@ -217,7 +219,7 @@ class ScanSetup:
         if c.instrument == "epics":
             from fastflow.instruments.epics import EpicsInstrument
 
-            return EpicsInstrument(self.grid, c.pv_map)
+            return EpicsInstrument(self.grid, c.pv_map, timing=time_model(c) if c.timing else None)
         from fastflow.instruments.simulated import SimulatedInstrument
 
         return SimulatedInstrument(self.image, self.grid, noise=c.noise, timing=time_model(c),
@@ -235,8 +237,9 @@ def time_model(config: ScanConfig) -> TimeModel:
 def fast_cost(config: ScanConfig) -> TimeModel | None:
     """The time model FAST weighs its choices with: its ``cost`` option, ``"auto"`` when unset.
 
-    ``"auto"``: the simulated instrument's own model (:func:`time_model`); an EPICS instrument declares none
-    before it has measured, so FAST is point-wise there unless a model is given. ``"off"``: point-wise FAST
+    ``"auto"``: the instrument's model (:func:`time_model`): the simulated instrument's, or the ``timing`` given
+    for an EPICS beamline; without one an EPICS instrument declares none before it has measured, so FAST is
+    point-wise there unless a model is given. ``"off"``: point-wise FAST
     (the method of the paper). A preset name or a JSON file (e.g. ``fastflow timing fit RUN --out F`` of an
     earlier run on the same beamline): that model. Where the model makes far points cheap (dwell-bound), the
     cost-aware choice is point-wise FAST anyway (:func:`fastflow.sampling.slads.make_fast_sampler`).
@@ -247,7 +250,7 @@ def fast_cost(config: ScanConfig) -> TimeModel | None:
     if isinstance(spec, str) and spec.strip().lower() == "off":
         return None
     if isinstance(spec, str) and spec.strip().lower() == "auto":
-        return time_model(config) if config.instrument == "simulated" else None
+        return time_model(config) if config.instrument == "simulated" or config.timing else None
     return load_time_model(spec)
 
 
@@ -314,20 +317,18 @@ def _setup(config: ScanConfig) -> ScanSetup:
             raise InputError("the simulated instrument needs a sample (a bundled name or an image file)")
         if c.pv_map is not None:
             raise InputError("--pv-map applies to --instrument epics only")
-        if c.timing:
-            timing_file = Path(str(c.timing)).expanduser()
-            if timing_file.suffix:             # a file: absolute, so that a resume from elsewhere finds it
-                c.timing = str(timing_file.resolve())
     else:
-        if c.timing:
-            raise InputError("--timing applies to the simulated instrument; an EPICS run fits its time model to "
-                             "the measured timestamps as it goes (`fastflow timing fit RUN` prints it)")
         from fastflow.instruments.pvmap import PvMap
 
         if c.pv_map is None:
             raise InputError("--instrument epics needs --pv-map FILE (see `fastflow ioc --write-pv-map`)")
         c.pv_map = str(Path(c.pv_map).expanduser().resolve())
         PvMap.load(c.pv_map)                      # a clear error for a missing or invalid map
+    if c.timing:
+        timing_file = Path(str(c.timing)).expanduser()
+        if timing_file.suffix:             # a file: absolute, so that a resume from elsewhere finds it
+            c.timing = str(timing_file.resolve())
+        load_time_model(c.timing)          # a clear error for an unknown preset or a bad file, before anything runs
     shape = c.shape if c.shape is not None else (None if image is None else list(image.shape))
     if shape is None:
         raise InputError("--instrument epics needs the grid shape: --shape NY,NX (or a --sample to take it from)")

@@ -84,6 +84,24 @@ def make_segment(first: Any, last: Any, n: int | None = None) -> Segment:
     return Segment(a.astype(np.int64), step.astype(np.int64), int(n))
 
 
+def as_segments(segments: Any) -> list[Segment]:
+    """``segments`` as a list of :class:`Segment`: each given as one, or as a ``(first, last)`` pair of grid
+    indices (:func:`make_segment`)."""
+    if isinstance(segments, Segment):
+        segments = [segments]
+    out = []
+    for s in segments:
+        if isinstance(s, Segment):
+            out.append(s)
+        else:
+            try:
+                first, last = s
+            except (TypeError, ValueError):
+                raise InputError(f"a segment is a Segment or a (first, last) pair of grid indices; got {s!r}") from None
+            out.append(make_segment(first, last))
+    return out
+
+
 def split_runs(indices: np.ndarray) -> list[Segment]:
     """Split an ordered batch into maximal runs of equal, non-zero steps (every pixel in exactly one run).
 
@@ -147,11 +165,73 @@ def batch_durations(indices: np.ndarray, model: TimeModel, grid: ScanGrid, start
 def with_flights(stepped: np.ndarray, indices: np.ndarray, model: TimeModel, grid: ScanGrid) -> np.ndarray:
     """``stepped`` (each point's move, settle and dwell, :meth:`TimeModel.durations`) with the flown runs of
     the batch (:func:`flown`) charged as flights instead: :func:`batch_durations` from moves already known."""
+    return charge_flights(stepped, flown(indices, model, grid), model, grid)
+
+
+def charge_flights(stepped: np.ndarray, segments: list[Segment], model: TimeModel, grid: ScanGrid) -> np.ndarray:
+    """``stepped`` with each segment of ``segments`` (``n > 1``, placed in the batch by its ``offset``)
+    charged as a flight: the move and settle to its first pixel, then :meth:`TimeModel.fly_durations`."""
     out = np.array(stepped, dtype=np.float64)
     scale = np.asarray(grid.pixel_size, dtype=np.float64)
-    for seg in flown(indices, model, grid):            # every point stepped, but the flown runs
+    for seg in segments:
+        if seg.n < 2:
+            continue
         o = seg.offset
         fly = model.fly_durations(seg.step * scale, seg.n)
-        out[o] = out[o] - model.dwell + fly[0]         # the move and settle to the first pixel, then flying
+        out[o] = out[o] - model.dwell + fly[0]
         out[o + 1:o + seg.n] = fly[1:]
+    return out
+
+
+def place(segments: list[Segment]) -> tuple[np.ndarray, list[Segment]]:
+    """The pixels of ``segments`` one after the other, and the segments with their offsets in that batch."""
+    if not segments:
+        return np.empty((0, 2), dtype=np.int64), []
+    placed, offset = [], 0
+    for seg in segments:
+        placed.append(Segment(seg.first, seg.step, seg.n, offset=offset))
+        offset += seg.n
+    return np.concatenate([s.pixels() for s in placed]), placed
+
+
+def fly_flags(segments: list[Segment], n_points: int) -> np.ndarray:
+    """Per point of a batch of ``n_points``: 1 where the stage flies to it from the point before (every pixel
+    of a flown segment but its first), 0 where it moves, settles and then acquires."""
+    flags = np.zeros(n_points, dtype=np.int64)
+    for seg in segments:
+        if seg.n > 1:
+            flags[seg.offset + 1:seg.offset + seg.n] = 1
+    return flags
+
+
+def segments_from_flags(indices: Any, flags: Any) -> list[Segment]:
+    """The flown segments (``n > 1``) of a batch described by :func:`fly_flags`, checked: a flown point must
+    follow another point at the same step as the rest of its segment.
+
+    Raises
+    ------
+    InputError
+        If the first point is flagged, the flags and points differ in length, or a segment's steps differ.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1, 2)
+    fl = np.asarray(flags).reshape(-1).astype(bool)
+    if len(fl) != len(idx):
+        raise InputError(f"{len(fl)} fly flags for {len(idx)} points")
+    if len(fl) and fl[0]:
+        raise InputError("the first point of a batch cannot be flown to: a segment starts with a move")
+    out: list[Segment] = []
+    i = 0
+    while i < len(fl):
+        if not fl[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(fl) and fl[j + 1]:
+            j += 1
+        steps = np.diff(idx[i - 1:j + 1], axis=0)
+        if not steps[0].any() or (steps != steps[0]).any():
+            raise InputError(f"points {i - 1}..{j} are flagged as one flown segment but are not at equal, "
+                             "non-zero steps")
+        out.append(Segment(idx[i - 1].copy(), steps[0].copy(), j - i + 2, offset=i - 1))
+        i = j + 1
     return out

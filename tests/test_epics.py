@@ -495,6 +495,116 @@ def test_noise_equals_the_simulated_instrument_with_the_same_seed(ioc, tmp_path)
     assert not np.array_equal(point, IMAGE[idx[:30, 0], idx[:30, 1]])
 
 
+# ------------------------------------------------------------------------------- fly-scan segments
+FLY = dict(dwell=0.004, speed=400.0, settle=0.01, line_overhead=0.02, raster="fly", name="test-fly")
+SEGMENTS = [((3, 2), (3, 25)), ((9, 9), (9, 9)), ((5, 30), (28, 30)), ((30, 0), (20, 10)), ((14, 17), (14, 17))]
+
+
+def _segments():
+    return [(np.array(a), np.array(b)) for a, b in SEGMENTS]
+
+
+def _fly_ioc(ioc, tmp_path, time_scale):
+    """An IOC whose stage flies (the FLY model from a JSON file), on the module's ports."""
+    import json
+
+    sample, model = tmp_path / "sample.npy", tmp_path / "fly.json"
+    np.save(sample, IMAGE)
+    model.write_text(json.dumps(FLY))
+    ioc.stop()
+    return start_ioc(str(sample), PREFIX, env=ioc.env, timing=str(model), time_scale=time_scale)
+
+
+def test_segments_and_flown_runs_on_the_ioc_equal_the_simulated_instrument(ioc, tmp_path):
+    """Noise off, one time model: the IOC's list mode flies what the simulated instrument flies, with the same
+    values and the same seconds per point (the IOC's LIST:TIMES, in simulated seconds times the time scale)."""
+    from fastflow.instruments.epics import EpicsInstrument
+    from fastflow.instruments.simulated import SimulatedInstrument
+    from fastflow.segments import make_segment
+    from fastflow.timing import TimeModel
+
+    model, scale = TimeModel(**FLY), 0.5
+    rows = np.array([[12, x] for x in range(4, 20)] + [[20, 3], [1, 1]] + [[y, 5] for y in range(22, 30, 2)])
+    fly = _fly_ioc(ioc, tmp_path, scale)
+    try:
+        inst = EpicsInstrument(fly.grid, _map(fly, "list"), timing=model)
+        assert inst.can_fly and inst.describe()["timing"]["raster"] == "fly"
+        got_batch = inst.measure(rows)                    # runs of equal steps, flown where faster
+        pixels, got_segments = inst.measure_segments(_segments())
+        stepping = EpicsInstrument(fly.grid, _map(fly, "list"), timing=dataclasses.replace(model, raster="step"))
+        assert not stepping.can_fly
+        _, got_points = stepping.measure_segments(_segments()[:1])
+    finally:
+        fly.stop()
+        ioc.restart()
+    sim = SimulatedInstrument(IMAGE, timing=model)
+    want_batch = sim.measure(rows)
+    sim_pixels, want_segments = sim.measure_segments(_segments())
+    np.testing.assert_array_equal(pixels, sim_pixels)
+    assert len(pixels) == sum(make_segment(np.array(a), np.array(b)).n for a, b in SEGMENTS)
+    for got, want in ((got_batch, want_batch), (got_segments, want_segments)):
+        np.testing.assert_array_equal(got.values, want.values)
+        np.testing.assert_allclose(got.positions, want.positions)
+        np.testing.assert_allclose(np.diff(got.times) / scale, np.diff(want.times), rtol=1e-6, atol=1e-9)
+    # the flights are real: a flown pixel costs the fly time, not a move, a settle and a dwell
+    flown = np.diff(want_segments.times)[:23]             # pixels 1..23 of the first segment
+    np.testing.assert_allclose(flown[:22], model.dwell)
+    assert flown[22] == pytest.approx(model.dwell + model.line_overhead)
+    step = SimulatedInstrument(IMAGE, timing=dataclasses.replace(model, raster="step"))
+    step.measure_segments(_segments())
+    assert step.elapsed > sim.elapsed + 22 * model.settle
+    np.testing.assert_array_equal(got_points.values[:, 0], IMAGE[3, 2:26])    # a stepping map measures points
+    assert np.diff(got_points.times).min() / scale > model.dwell + model.settle
+
+
+def test_fly_flags_on_a_stage_that_steps_are_refused_and_nothing_is_measured(live):
+    inst = _instrument(live, "list")                      # the module's IOC: a step-scan model
+    assert inst.can_fly                                   # the map has the PV; the stage refuses the flights
+    with pytest.raises(InstrumentError, match="refused the put") as info:
+        inst.measure_segments(_segments()[:1])
+    assert len(info.value.partial) == 0 and inst.n_points == 0
+    m = inst.measure(_points(5, seed=1))                  # without flags it measures as before
+    assert len(m) == 5
+    point = _instrument(live, "point")
+    assert not point.can_fly
+    pixels, m = point.measure_segments([(np.array([2, 2]), np.array([2, 6]))])
+    np.testing.assert_array_equal(m.values[:, 0], IMAGE[2, 2:7])
+
+
+def test_a_cost_aware_fast_scan_flies_on_the_ioc_as_on_the_simulated_instrument(ioc, tmp_path):
+    """`--timing` names the beamline's fly model on EPICS: FAST weighs it and the list map flies its runs."""
+    import json
+
+    from fastflow.runs import ScanConfig, acquire, create_run
+    from fastflow.segments import flown
+    from fastflow.store import ScanStore
+    from fastflow.timing import TimeModel
+
+    model = tmp_path / "beamline.json"
+    model.write_text(json.dumps(FLY))
+    fly = _fly_ioc(ioc, tmp_path, 0.05)
+    try:
+        sample, pv_map = _sample_and_map(fly, tmp_path, "list")
+        common = dict(sample=sample, sampler="fast", coverage=0.25, batch_size=40, seed=2, timing=str(model))
+        stores = {}
+        for kind, extra in (("epics", dict(instrument="epics", pv_map=pv_map)), ("simulated", {})):
+            run_dir = create_run(ScanConfig(**common, **extra), tmp_path / kind)
+            assert acquire(run_dir, figure=False)["stop_reason"] == "coverage reached"
+            stores[kind] = ScanStore.open(run_dir / "scan.zarr")
+    finally:
+        fly.stop()
+        ioc.restart()
+    epics, simulated = (stores[k].measurements() for k in ("epics", "simulated"))
+    np.testing.assert_array_equal(epics["indices"], simulated["indices"])
+    np.testing.assert_array_equal(epics["values"], simulated["values"])
+    attrs = stores["epics"].attrs
+    assert attrs["instrument"]["can_fly"] and attrs["instrument"]["timing"]["name"] == "test-fly"
+    assert attrs["sampler"]["cost"]["name"] == "test-fly" == stores["simulated"].attrs["sampler"]["cost"]["name"]
+    grid, fly_model = stores["epics"].grid, TimeModel(**FLY)      # FAST's batches hold runs that were flown
+    batches = [simulated["indices"][simulated["batch"] == b] for b in np.unique(simulated["batch"])]
+    assert sum(seg.n for b in batches for seg in flown(b, fly_model, grid)) >= 10
+
+
 # ------------------------------------------------------------------------------- scans on the IOC
 def _sample_and_map(ioc, tmp_path, mode="point"):
     sample = tmp_path / "sample.npy"

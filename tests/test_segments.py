@@ -120,3 +120,50 @@ def test_cost_aware_fast_plans_with_the_instruments_fly_times():
         before = instrument.elapsed
         sampler.tell(batch, instrument.measure(batch).values)
         assert sampler.last_record["planned_s"] == pytest.approx(instrument.elapsed - before)
+
+
+def test_fly_flags_describe_segments_and_read_back_checked():
+    from fastflow.segments import fly_flags, place, segments_from_flags
+
+    parts = [make_segment(np.array([1, 1]), np.array([1, 5])), make_segment(np.array([4, 4]), np.array([4, 4])),
+             make_segment(np.array([9, 0]), np.array([3, 6]))]
+    pixels, placed = place(parts)
+    assert [s.offset for s in placed] == [0, 5, 6] and len(pixels) == 5 + 1 + 7
+    flags = fly_flags(placed, len(pixels))
+    np.testing.assert_array_equal(flags, [0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1])
+    back = segments_from_flags(pixels, flags)
+    assert [(s.first.tolist(), s.step.tolist(), s.n, s.offset) for s in back] == [
+        ([1, 1], [0, 1], 5, 0), ([9, 0], [-1, 1], 7, 6)]
+    with pytest.raises(InputError, match="first point"):
+        segments_from_flags(pixels, np.r_[1, flags[1:]])
+    bent = pixels.copy()
+    bent[3] = [2, 4]                                       # a flagged run that is not straight
+    with pytest.raises(InputError, match="equal, non-zero steps"):
+        segments_from_flags(bent, flags)
+    with pytest.raises(InputError, match="fly flags for"):
+        segments_from_flags(pixels, flags[:-1])
+
+
+def test_lists_longer_than_the_waveforms_are_cut_before_a_segment_starts():
+    from fastflow.instruments.epics import _chunks
+
+    flags = np.array([0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0])
+    assert _chunks(flags, 100) == [(0, 13)]
+    assert _chunks(flags, 5) == [(0, 5), (5, 10), (10, 13)]     # 5: a new segment; 10: inside one, too long
+    assert _chunks(flags, 3) == [(0, 3), (3, 5), (5, 8), (8, 11), (11, 13)]
+    for cap in range(1, 14):
+        cuts = _chunks(flags, cap)
+        assert cuts[0][0] == 0 and cuts[-1][1] == len(flags)
+        assert all(b - a <= cap and b > a for a, b in cuts) and all(x[1] == y[0] for x, y in zip(cuts, cuts[1:]))
+
+
+def test_segments_are_given_as_pairs_or_segments():
+    from fastflow.segments import as_segments
+
+    one = make_segment(np.array([0, 0]), np.array([0, 3]))
+    assert as_segments(one) == [one]
+    assert as_segments([(np.array([0, 0]), np.array([0, 3]))])[0].n == 4
+    with pytest.raises(InputError, match="pair of grid indices"):
+        as_segments([np.array([1, 2, 3])])
+    with pytest.raises(InputError, match="integer"):
+        as_segments([(np.array([0.5, 0]), np.array([0, 3]))])

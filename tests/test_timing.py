@@ -183,13 +183,22 @@ def test_a_scan_records_the_raster_time_and_the_saving_at_every_snapshot(tmp_pat
     assert 0 < report["saving"] < 1          # a 10 % sub-raster on a dwell-bound stage saves time
 
 
-def test_timing_applies_to_the_simulated_instrument_only():
-    from fastflow.runs import ScanConfig
+def test_timing_is_checked_and_on_epics_is_the_beamlines_model_for_fast(tmp_path):
+    from fastflow.grid import ScanGrid
+    from fastflow.instruments.ioc import pv_map_for
+    from fastflow.runs import ScanConfig, fast_cost
 
-    with pytest.raises(InputError, match="--timing applies to the simulated instrument"):
-        ScanConfig(sample="coins", instrument="epics", pv_map="map.toml", timing="demo").check()
-    with pytest.raises(InputError, match="unknown time-model preset"):
-        ScanConfig(sample="coins", timing="warp-drive").check()
+    pv_map = pv_map_for("SIM:", ScanGrid((303, 384)), mode="list").save(tmp_path / "map.toml")
+    epics = dict(sample="coins", instrument="epics", pv_map=str(pv_map))
+    config = ScanConfig(**epics, timing="xray-nanoprobe-fly")
+    config.check()
+    assert fast_cost(config).name == "xray-nanoprobe-fly"       # 'auto' weighs the beamline's model
+    assert fast_cost(ScanConfig(**epics)) is None                # none given: point-wise FAST on EPICS
+    for bad in (dict(**epics, timing="warp-drive"), dict(sample="coins", timing="warp-drive")):
+        with pytest.raises(InputError, match="unknown time-model preset"):
+            ScanConfig(**bad).check()
+    with pytest.raises(InputError, match="does not exist"):
+        ScanConfig(**epics, timing=str(tmp_path / "missing.json")).check()
 
 
 def test_the_timing_commands_list_show_and_fit(tmp_path):

@@ -53,6 +53,8 @@ from fastflow.errors import InputError, InstrumentError
 from fastflow.grid import ScanGrid
 from fastflow.instruments.base import Measurement
 from fastflow.instruments.pvmap import PvMap
+from fastflow.segments import Segment, as_segments, fly_flags, flown, place
+from fastflow.timing import TimeModel
 
 ECA_NORMAL = 1
 _ECA_DISCONN_NUMBER = 24  # ECA_DISCONN = message number 24 (caerr.h)
@@ -271,6 +273,11 @@ class EpicsInstrument:
         The PV map (see :mod:`fastflow.instruments.pvmap`).
     dry_run : bool
         Only read, never write (for checking a map on a beamline).
+    timing : TimeModel, optional
+        The beamline's time model (a preset, or ``fastflow timing fit`` of an earlier run). On a map that
+        can fly (list mode with a ``list.fly`` PV) and a model with ``raster="fly"``, :meth:`measure` flies
+        the straight runs of a batch that the model measures faster flown (:func:`fastflow.segments.flown`),
+        as the simulated instrument does.
 
     Raises
     ------
@@ -284,10 +291,13 @@ class EpicsInstrument:
     :attr:`elapsed` and :attr:`Measurement.times` are wall seconds since the instrument was created.
     """
 
-    def __init__(self, grid: ScanGrid, pv_map: Any, *, dry_run: bool = False) -> None:
+    def __init__(self, grid: ScanGrid, pv_map: Any, *, dry_run: bool = False, timing: TimeModel | None = None) -> None:
         if not isinstance(grid, ScanGrid):
             raise InputError(f"grid must be a fastflow ScanGrid; got {type(grid).__name__}")
+        if timing is not None and not isinstance(timing, TimeModel):
+            raise InputError(f"timing must be a fastflow TimeModel; got {type(timing).__name__}")
         self._grid = grid
+        self._timing = timing.for_grid(grid) if timing is not None else None
         self._map = PvMap.coerce(pv_map)
         self._dry_run = bool(dry_run)
         self._ca, self._dbr = _ca()
@@ -366,6 +376,12 @@ class EpicsInstrument:
         """True if the instrument never writes."""
         return self._dry_run
 
+    @property
+    def can_fly(self) -> bool:
+        """True if segments are flown: list mode with a ``list.fly`` PV, and no time model that steps."""
+        return ("list.fly" in self._names and self._map.mode == "list"
+                and (self._timing is None or self._timing.raster == "fly"))
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: kind, mode, PV names, limits, timeouts, channels, grid."""
         lim, tmo = self._map.limits, self._map.timeouts
@@ -380,6 +396,8 @@ class EpicsInstrument:
             "channels": list(self.channels),
             "start": self._start.tolist(),
             "grid": self._grid.to_attrs(),
+            "can_fly": self.can_fly,
+            **({"timing": self._timing.to_attrs()} if self._timing is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -435,6 +453,29 @@ class EpicsInstrument:
             If a PV does not answer within its timeout (with ``.partial``).
         """
         idx = self._grid.check_indices(indices)
+        plan = self._timing is not None and self.can_fly
+        return self._run(idx, flown(idx, self._timing, self._grid) if plan else [])
+
+    def measure_segments(self, segments: Any) -> tuple[np.ndarray, Measurement]:
+        """Measure line segments in visiting order, each flown in one motion where the map can fly
+        (:attr:`can_fly`: the ``list.fly`` flags); otherwise their pixels are measured as points.
+
+        Parameters
+        ----------
+        segments : sequence
+            :class:`~fastflow.segments.Segment` objects or ``(first, last)`` pairs of grid indices.
+
+        Returns
+        -------
+        indices, Measurement
+            The pixels measured, in order, and what :meth:`measure` returns for them (same errors, same
+            ``.partial`` on failure).
+        """
+        idx, placed = place(as_segments(segments))
+        idx = self._grid.check_indices(idx)
+        return idx, self._run(idx, placed if self.can_fly else [])
+
+    def _run(self, idx: np.ndarray, flights: list[Segment]) -> Measurement:
         positions = self._grid.to_position(idx) if len(idx) else np.empty((0, 2))
         self._check_limits(idx, positions)
         if len(idx) == 0:
@@ -449,7 +490,7 @@ class EpicsInstrument:
                 if self._map.mode == "point":
                     self._measure_points(idx, positions, acc)
                 else:
-                    self._measure_list(positions, acc)
+                    self._measure_list(positions, acc, fly_flags([f for f in flights if f.n > 1], len(idx)))
         except InstrumentError as exc:
             exc.partial = self._commit(acc)  # type: ignore[attr-defined]
             raise
@@ -554,8 +595,9 @@ class EpicsInstrument:
             f"measured: {self._last}. Clear it (put 0) to continue"
         )
 
-    def _measure_list(self, positions: np.ndarray, acc: _Batch) -> None:
+    def _measure_list(self, positions: np.ndarray, acc: _Batch, flags: np.ndarray) -> None:
         m, tmo = self._map, self._map.timeouts
+        has_fly = "list.fly" in self._pvs
         has_abort, has_busy, has_times = "abort" in self._pvs, "list.busy" in self._pvs, "list.times" in self._pvs
         arrays = ["list.values", *(f"list.extra.{c}" for c in m.extra), "list.y_readbacks", "list.x_readbacks"]
         if has_times:
@@ -563,12 +605,14 @@ class EpicsInstrument:
         status = ["list.progress", *(["list.busy"] if has_busy else []), *(["abort"] if has_abort else [])]
         n_ch = len(self.channels)
         stall = tmo.move + tmo.acquire
-        for first in range(0, len(positions), self._capacity):
-            chunk = positions[first:first + self._capacity]
+        for first, end in _chunks(flags, self._capacity):
+            chunk = positions[first:end]
             n = len(chunk)
             what = f"loading list points {first}..{first + n - 1} of the batch"
+            fly = flags[first:end].copy()
+            fly[0] = 0                  # a segment longer than the waveforms goes on with a (zero) move
             self._put_many([("list.x_positions", chunk[:, 1]), ("list.y_positions", chunk[:, 0]),
-                            ("list.n_points", n)], tmo.move, what)
+                            *([("list.fly", fly)] if has_fly else []), ("list.n_points", n)], tmo.move, what)
             t_start = time.monotonic() - self._t0
             self._put("list.start", 1, tmo.move, f"starting list points {first}..{first + n - 1}")
             got, last_change = 0, time.monotonic()
@@ -924,6 +968,21 @@ class _Batch:
             return Measurement.empty(self.n_channels)
         self._stack_points()
         return Measurement(np.concatenate(self.values), np.concatenate(self.positions), np.concatenate(self.times))
+
+
+def _chunks(flags: np.ndarray, capacity: int) -> list[tuple[int, int]]:
+    """``(first, end)`` slices of a list of ``len(flags)`` points, each at most ``capacity`` long, cut before
+    the first pixel of a flown segment where one fits (:func:`fastflow.segments.fly_flags`)."""
+    out, first, n = [], 0, len(flags)
+    while first < n:
+        end = min(first + capacity, n)
+        if end < n and flags[end]:
+            starts = np.flatnonzero(flags[first + 1:end] == 0)     # points that begin with a move
+            if len(starts):
+                end = first + 1 + int(starts[-1])
+        out.append((first, end))
+        first = end
+    return out
 
 
 def _short(value: Any) -> str:

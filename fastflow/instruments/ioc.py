@@ -1,9 +1,16 @@
 """A caproto soft IOC that simulates a scanning beamline, for tests and demos of the EPICS instrument.
 
 The sample is an image; the physics is that of :class:`~fastflow.instruments.simulated.SimulatedInstrument`
-(same travel time ``max(|dy|, |dx|) / speed``, ``settle`` after a move, ``dwell`` per acquisition, and the same
-noise models and generator: with the same seed and the same points, the values equal those of the simulated
-instrument). Wall-clock sleeps are multiplied by ``time_scale`` so that tests run faster than real time.
+(the same :class:`~fastflow.timing.TimeModel`: ``--timing`` names a preset or a JSON file, else ``--dwell``,
+``--speed`` and ``--settle`` make one; the same noise models and generator: with the same seed and the same
+points, the values and the times equal those of the simulated instrument). Wall-clock sleeps are multiplied
+by ``time_scale`` so that tests run faster than real time.
+
+Fly scans: in a list, the points flagged in ``LIST:FLY`` are flown to from the point before, in one continuous
+motion with the detector triggered on position and no settle (a fly-scan axis), each flown run at equal steps
+from the unflagged point that starts it; they cost what :meth:`TimeModel.fly_durations
+<fastflow.timing.TimeModel.fly_durations>` says. A list with flags is refused when the time model cannot fly
+(``raster="step"``) or when a flagged run is not at equal steps.
 
 PVs (``P`` is the prefix, default ``SIM:``):
 
@@ -14,6 +21,7 @@ PVs (``P`` is the prefix, default ``SIM:``):
 ``P DET:TRIG``                put with completion: acquire ``dwell`` at the current position
 ``P DET:VAL``, ``P DET:COUNT``  last value, number of acquisitions started so far
 ``P LIST:X``, ``P LIST:Y``    waveforms of the positions of a list scan (``--max-points`` long)
+``P LIST:FLY``                per list point, 1 = flown to from the point before (a fly-scan segment)
 ``P LIST:N``                  number of points of the list; ``P LIST:START`` starts it (returns at once)
 ``P LIST:PROGRESS``           points finished; ``P LIST:BUSY`` 1 while the list runs
 ``P LIST:VAL``, ``P LIST:COUNT``  values (and acquisition numbers) of the finished points
@@ -49,6 +57,8 @@ from fastflow.errors import InputError, InstrumentError
 from fastflow.grid import ScanGrid
 from fastflow.instruments.pvmap import Limits, PvMap, Timeouts
 from fastflow.instruments.simulated import SimulatedInstrument
+from fastflow.segments import charge_flights, segments_from_flags
+from fastflow.timing import TimeModel, load_time_model
 
 DEFAULT_PREFIX = "SIM:"
 DEFAULT_MAX_POINTS = 2000  # 16 kB per waveform: within libca's default EPICS_CA_MAX_ARRAY_BYTES
@@ -88,7 +98,7 @@ def pv_map_for(
         "list": {"x_positions": "$(P)LIST:X", "y_positions": "$(P)LIST:Y", "n_points": "$(P)LIST:N",
                  "start": "$(P)LIST:START", "progress": "$(P)LIST:PROGRESS", "values": "$(P)LIST:VAL",
                  "x_readbacks": "$(P)LIST:XRBV", "y_readbacks": "$(P)LIST:YRBV", "times": "$(P)LIST:TIMES",
-                 "busy": "$(P)LIST:BUSY"},
+                 "busy": "$(P)LIST:BUSY", "fly": "$(P)LIST:FLY"},
         "abort": "$(P)ABORT",
         "limits": {"x_min": x0 - dx / 2, "x_max": x1 + dx / 2, "y_min": y0 - dy / 2, "y_max": y1 + dy / 2},
         "timeouts": dict(t),
@@ -103,10 +113,11 @@ def pv_map_for(
 
 
 class _Stage:
-    """Both axes move at ``speed`` (grid units per second of simulated time) toward the target at once."""
+    """Both axes move toward the target at once; a move takes what the time model says (``move_times``),
+    then ``settle``; the position in between is interpolated along the straight line."""
 
-    def __init__(self, position: np.ndarray, speed: float, settle: float, time_scale: float) -> None:
-        self.speed, self.settle, self.scale = speed, settle, time_scale
+    def __init__(self, position: np.ndarray, timing: TimeModel, time_scale: float) -> None:
+        self.timing, self.settle, self.scale = timing, timing.settle, time_scale
         self.origin = position.astype(float).copy()  # where the current move started
         self.target = self.origin.copy()
         self.t0 = self.t_travel = self.t_end = time.monotonic()
@@ -116,19 +127,18 @@ class _Stage:
         """Position at wall time ``t``."""
         if t >= self.t_travel or self.scale == 0:
             return self.target.copy()
-        d = self.target - self.origin
-        step = self.speed * (t - self.t0) / self.scale
-        return self.origin + np.sign(d) * np.minimum(np.abs(d), step)
+        fraction = (t - self.t0) / (self.t_travel - self.t0)
+        return self.origin + (self.target - self.origin) * min(max(fraction, 0.0), 1.0)
 
     def plan(self, target: np.ndarray, t: float) -> None:
         """Head for ``target`` from wherever the stage is at ``t``."""
         if np.array_equal(target, self.target):
             return
         here = self.at(t)
-        distance = float(np.abs(target - here).max())
+        step = target.astype(float) - here
         self.origin, self.target, self.t0 = here, target.astype(float).copy(), t
-        self.t_travel = t + distance / self.speed * self.scale
-        self.t_end = self.t_travel + (self.settle * self.scale if distance > 0 else 0.0)
+        self.t_travel = t + float(self.timing.move_times(step[None, :])[0]) * self.scale
+        self.t_end = self.t_travel + (self.settle * self.scale if step.any() else 0.0)
         self.plan_id += 1
 
     def stop(self, t: float) -> None:
@@ -174,6 +184,7 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
         det_count = pvproperty(name="DET:COUNT", value=0, read_only=True)
         list_x = pvproperty(name="LIST:X", value=zeros, max_length=max_points)
         list_y = pvproperty(name="LIST:Y", value=zeros, max_length=max_points)
+        list_fly = pvproperty(name="LIST:FLY", value=izeros, max_length=max_points)
         list_n = pvproperty(name="LIST:N", value=0)
         list_start = pvproperty(name="LIST:START", value=0)
         list_progress = pvproperty(name="LIST:PROGRESS", value=0, read_only=True)
@@ -296,18 +307,28 @@ def _make_group_class(max_points: int, start: tuple[float, float]) -> type:
             if not 0 < n <= min(len(xs), len(ys)):
                 raise ValueError(f"LIST:N = {n} must be between 1 and the number of positions written")
             positions = np.array([self.clip(y, x) for y, x in zip(ys[:n], xs[:n])])
+            flags = np.zeros(n, dtype=np.int64)
+            given = np.asarray(self.list_fly.value, dtype=np.int64)[:n]
+            flags[:len(given)] = given
+            try:
+                flights = segments_from_flags(self.pixel(positions), flags)
+            except InputError as exc:
+                raise ValueError(f"LIST:FLY: {exc}") from None
+            if flights and not self.sim.can_fly:
+                raise ValueError("LIST:FLY flags points to fly, but this stage steps (its time model has "
+                                 "raster='step'); clear the flags")
             await self.list_progress.write(0)
             await self.list_busy.write(1)
             await self.dmov.write(0)
-            self.list_task = asyncio.get_running_loop().create_task(self.run_list(positions))
+            self.list_task = asyncio.get_running_loop().create_task(self.run_list(positions, flights))
             return value
 
-        async def run_list(self, positions: np.ndarray) -> None:
+        async def run_list(self, positions: np.ndarray, flights: list[Any]) -> None:
             stage, n, size = self.stage, len(positions), self.max_points
             start = stage.at(time.monotonic())
             steps = np.diff(np.vstack([start, positions]), axis=0)
-            moved = np.any(steps != 0, axis=1)
-            durations = np.abs(steps).max(axis=1) / stage.speed + stage.settle * moved + self.dwell
+            timing = self.sim.time_model
+            durations = charge_flights(timing.durations(steps), flights, timing, self.sim.grid)
             finish = np.cumsum(durations) * stage.scale
             vals, xr, yr = np.zeros(size), np.zeros(size), np.zeros(size)
             times, counts = np.zeros(size), np.zeros(size, dtype=np.int64)
@@ -366,6 +387,7 @@ def build_ioc(
     dwell: float = 0.01,
     speed: float = 100.0,
     settle: float = 0.005,
+    timing: Any = None,
     time_scale: float = 1.0,
     start: Any = None,
     max_points: int = DEFAULT_MAX_POINTS,
@@ -374,16 +396,18 @@ def build_ioc(
     """The IOC object (a caproto ``PVGroup``) for ``image`` on ``grid``; serve ``ioc.pvdb`` with caproto.
 
     With ``early_completion`` a setpoint put completes as soon as the move starts (as with motors that do not
-    support put-callback), so only the done-moving PV tells when the stage has stopped."""
+    support put-callback), so only the done-moving PV tells when the stage has stopped. ``timing``: a
+    :class:`~fastflow.timing.TimeModel`, a preset name or a JSON file (:func:`~fastflow.timing.load_time_model`);
+    when given, ``dwell``, ``speed`` and ``settle`` are ignored."""
     sim = SimulatedInstrument(image, grid, noise=noise, seed=seed, dwell=dwell, speed=speed, settle=settle,
-                              start=start)
+                              timing=load_time_model(timing), start=start)
     if not np.isfinite(time_scale) or time_scale < 0:
         raise InputError(f"time scale must be a finite number >= 0; got {time_scale!r}")
     if int(max_points) < 1:
         raise InputError(f"max points must be >= 1; got {max_points!r}")
     (y0, y1, x0, x1), (dy, dx) = grid.extent, grid.pixel_size
     limits = Limits(x_min=x0 - dx / 2, x_max=x1 + dx / 2, y_min=y0 - dy / 2, y_max=y1 + dy / 2)
-    stage = _Stage(sim.position, sim.speed, sim.settle, float(time_scale))
+    stage = _Stage(sim.position, sim.time_model, float(time_scale))
     cls = _make_group_class(int(max_points), (float(stage.target[0]), float(stage.target[1])))
     return cls(prefix=prefix, sim=sim, stage=stage, limits=limits, dwell=sim.dwell,
                early_completion=bool(early_completion))
@@ -461,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dwell", type=float, default=0.01, help="seconds per acquisition (default 0.01)")
     p.add_argument("--speed", type=float, default=100.0, help="stage speed, units per second (default 100)")
     p.add_argument("--settle", type=float, default=0.005, help="seconds of settling after a move (default 0.005)")
+    p.add_argument("--timing", default=None, metavar="MODEL",
+                   help="time model: a preset (`fastflow timing presets`) or a JSON file; overrides --dwell, "
+                   "--speed and --settle (a model with raster 'fly' flies the LIST:FLY segments)")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply every simulated sleep by this (e.g. 0.01 runs 100x faster; default 1)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
@@ -491,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         image, _meta = load_sample(args.sample)
         grid = _grid_from_args(args, image.shape)
         ioc = build_ioc(image, grid, prefix=args.prefix, noise=args.noise, seed=args.seed, dwell=args.dwell,
-                        speed=args.speed, settle=args.settle, time_scale=args.time_scale,
+                        speed=args.speed, settle=args.settle, timing=args.timing, time_scale=args.time_scale,
                         max_points=args.max_points, early_completion=args.early_completion)
         if args.write_pv_map:
             path = pv_map_for(args.prefix, grid, mode=args.mode).save(args.write_pv_map)
@@ -710,7 +737,7 @@ def start_ioc(
     pixel_size, origin, units
         The IOC's grid.
     **opts
-        ``noise``, ``seed``, ``dwell``, ``speed``, ``settle``, ``time_scale``, ``max_points``, ``mode``,
+        ``noise``, ``seed``, ``dwell``, ``speed``, ``settle``, ``timing``, ``time_scale``, ``max_points``, ``mode``,
         ``write_pv_map``, ``early_completion`` (bool): the options of :func:`main` (underscores for dashes).
 
     Returns
@@ -738,8 +765,8 @@ def start_ioc(
     for key, value in opts.items():
         if value is None:
             continue
-        if key not in ("noise", "seed", "dwell", "speed", "settle", "time_scale", "max_points", "mode",
-                       "write_pv_map", "early_completion"):
+        if key not in ("noise", "seed", "dwell", "speed", "settle", "timing", "time_scale", "max_points",
+                       "mode", "write_pv_map", "early_completion"):
             raise InputError(f"start_ioc got an unknown option {key!r}")
         if isinstance(value, bool):
             command += [f"--{key.replace('_', '-')}"] if value else []

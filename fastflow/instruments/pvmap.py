@@ -35,6 +35,7 @@ as written. Example (TOML)::
     y_readbacks = "$(P)LIST:YRBV"
     times = "$(P)LIST:TIMES"  # optional: seconds since start at which each point finished
     busy = "$(P)LIST:BUSY"    # optional: 1 while the list runs
+    fly = "$(P)LIST:FLY"      # optional: per point, 1 = flown to from the point before (fly-scan segments)
     [list.extra]              # one waveform per detector.extra channel
     count = "$(P)LIST:COUNT"
 
@@ -70,7 +71,7 @@ STAGE_KEYS = ("x_setpoint", "y_setpoint", "x_readback", "y_readback", "done_movi
 DETECTOR_KEYS = ("trigger", "value")
 LIST_KEYS = (
     "x_positions", "y_positions", "n_points", "start", "progress", "values",
-    "x_readbacks", "y_readbacks", "times", "busy",
+    "x_readbacks", "y_readbacks", "times", "busy", "fly",
 )
 LIMIT_KEYS = ("x_min", "x_max", "y_min", "y_max")
 TIMEOUT_KEYS = ("connect", "move", "acquire")

@@ -15,7 +15,7 @@ the previous stage position in the grid's physical units,
 
 On a model that can fly (``raster="fly"``), the straight runs of a batch (pixels at equal steps: rows,
 columns, every k-th pixel) are flown in one motion where that is faster than stepping
-(:mod:`fastflow.segments`); :meth:`SimulatedInstrument.measure_segments` measures given segments.
+(:mod:`fastflow.segments`); :meth:`SimulatedInstrument.measure_segments` flies the segments it is given.
 
 :attr:`SimulatedInstrument.elapsed` accumulates these times, :attr:`SimulatedInstrument.path_length` the
 Euclidean length ``hypot(dy, dx)`` of the moves, and :attr:`Measurement.times` holds the cumulative time at
@@ -47,7 +47,7 @@ from fastflow.errors import InputError
 from fastflow.grid import ScanGrid
 from fastflow.images import check_image
 from fastflow.instruments.base import Measurement
-from fastflow.segments import with_flights
+from fastflow.segments import Segment, as_segments, charge_flights, place, with_flights
 from fastflow.timing import TimeModel
 
 NOISE_KINDS = ("poisson", "gaussian")
@@ -325,11 +325,48 @@ class SimulatedInstrument:
             unchanged.
         """
         idx = self._grid.check_indices(indices)
+        return self._visit(idx, None)
+
+    @property
+    def can_fly(self) -> bool:
+        """True if the instrument measures segments in one motion (its time model has ``raster="fly"``)."""
+        return self._timing.raster == "fly"
+
+    def measure_segments(self, segments: Any) -> tuple[np.ndarray, Measurement]:
+        """Measure line segments in visiting order, each flown in one continuous motion where the instrument
+        can fly (:attr:`can_fly`); on a step-scan model their pixels are measured as points.
+
+        Parameters
+        ----------
+        segments : sequence
+            :class:`~fastflow.segments.Segment` objects or ``(first, last)`` pairs of grid indices (every
+            pixel between them is measured, :func:`~fastflow.segments.make_segment`).
+
+        Returns
+        -------
+        indices, Measurement
+            The ``(n, 2)`` pixels measured, in order, and their values, positions and times.
+
+        Raises
+        ------
+        InputError
+            If a segment is malformed or leaves the grid (nothing is measured then).
+        """
+        idx, placed = place(as_segments(segments))
+        idx = self._grid.check_indices(idx)
+        return idx, self._visit(idx, placed if self.can_fly else [])
+
+    def _visit(self, idx: np.ndarray, flights: list[Segment] | None) -> Measurement:
+        """Measure checked ``idx`` in order; ``flights``: the segments flown (None: the runs that fly faster)."""
         if len(idx) == 0:
             return Measurement.empty(len(self._channels))
         positions = self._grid.to_position(idx)
         steps = np.diff(np.vstack([self._position, positions]), axis=0)
-        durations = with_flights(self._timing.durations(steps), idx, self._timing, self._grid)   # fly models fly runs
+        stepped = self._timing.durations(steps)
+        if flights is None:
+            durations = with_flights(stepped, idx, self._timing, self._grid)   # fly models fly runs
+        else:
+            durations = charge_flights(stepped, flights, self._timing, self._grid)
         times = self._elapsed + np.cumsum(durations)
         values = self._sample(idx)
         self._elapsed = float(times[-1])
@@ -337,29 +374,6 @@ class SimulatedInstrument:
         self._position = positions[-1].copy()
         self._n_points += len(idx)
         return Measurement(values[:, None], positions, times)
-
-    def measure_segments(self, segments: Any) -> tuple[np.ndarray, Measurement]:
-        """Measure line segments, each in one continuous motion on a model that can fly (``raster="fly"``).
-
-        Parameters
-        ----------
-        segments : sequence
-            :class:`~fastflow.segments.Segment` objects or ``(first, last)`` pairs of grid indices (every
-            pixel between them is measured, :func:`~fastflow.segments.make_segment`), in visiting order.
-
-        Returns
-        -------
-        indices, Measurement
-            The ``(n, 2)`` pixels measured, in order, and their values, positions and times (the same as
-            :meth:`measure` of those pixels: a batch's straight runs are flown wherever that is faster).
-        """
-        from fastflow.segments import Segment, make_segment
-
-        parts = [s if isinstance(s, Segment) else make_segment(*s) for s in segments]
-        if not parts:
-            return np.empty((0, 2), dtype=np.int64), Measurement.empty(len(self._channels))
-        pixels = np.concatenate([s.pixels() for s in parts])
-        return pixels, self.measure(pixels)
 
     def _sample(self, idx: np.ndarray) -> np.ndarray:
         """Noisy values of the image at ``idx``, shape ``(n,)``."""
