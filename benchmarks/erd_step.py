@@ -9,7 +9,10 @@ Peak memory is the process's maximum resident set size.
     python benchmarks/erd_step.py --sizes 600x400 --steps 50
     python benchmarks/erd_step.py --cost demo            # cost-aware FAST on the demo instrument's model
 
-A cost-aware sampler routes its batches itself (its ``ask`` includes the tour), so its route column is 0.
+A cost-aware sampler routes its batches itself (its ``ask`` includes the tour), so its route column is 0. A
+sampler of flown segments (``--cost xray-nanoprobe-fly``) asks for at least a row's worth per batch (its
+``min_batch``; the batch column says how many), and its initial scan is a third of its stop coverage, so
+its stop coverage is set to three times the row's coverage.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ def one(shape: tuple[int, int], coverage: float, batch: int, steps: int, cost: s
     from fastflow.grid import ScanGrid
     from fastflow.phantoms import flakes
     from fastflow.route import order_route
+    from fastflow.sampling.flying import FlyingFastSampler
     from fastflow.sampling.slads import make_fast_sampler
 
     image = flakes(shape, seed=0)
     grid = ScanGrid(shape)
     t0 = time.perf_counter()
     sampler = make_fast_sampler(grid, seed=0, initial_coverage=coverage, cost=cost)
+    if isinstance(sampler, FlyingFastSampler):     # its initial scan is a share of the stop coverage
+        sampler = make_fast_sampler(grid, seed=0, coverage=min(1.0, coverage * sampler.initial_every), cost=cost)
     first = sampler.ask(grid.size)
     sampler.tell(first, image[first[:, 0], first[:, 1]])
     setup = time.perf_counter() - t0
@@ -41,7 +47,7 @@ def one(shape: tuple[int, int], coverage: float, batch: int, steps: int, cost: s
     here = np.zeros(2)
     for _ in range(steps):
         a = time.perf_counter()
-        idx = sampler.ask(batch)
+        idx = sampler.ask(max(batch, sampler.min_batch))
         b = time.perf_counter()
         if not sampler.ordered:
             idx = idx[order_route(idx.astype(float), here)]
@@ -53,7 +59,8 @@ def one(shape: tuple[int, int], coverage: float, batch: int, steps: int, cost: s
         for key, dt in (("ask", b - a), ("route", c - b), ("tell", d - c)):
             parts[key].append(dt)
     return {
-        "grid": f"{shape[0]}x{shape[1]}", "sampler": type(sampler).__name__, "coverage": coverage, "batch": batch, "steps": steps,
+        "grid": f"{shape[0]}x{shape[1]}", "sampler": type(sampler).__name__, "coverage": coverage,
+        "batch": max(batch, sampler.min_batch), "steps": steps,
         "median_ms": 1e3 * float(np.median(times)), "p95_ms": 1e3 * float(np.percentile(times, 95)),
         **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in parts.items()},
         "setup_s": setup, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -75,8 +82,8 @@ def main() -> None:
         print(json.dumps(one((ny, nx), float(cov), args.batch, args.steps, args.cost)))
         return
     print(f"batch {args.batch}, {args.steps} timed steps per row (fresh process per row), cost {args.cost or 'off'}")
-    header = (f"{'grid':>10} {'cover':>6} {'median ms':>10} {'p95 ms':>8} {'ask':>7} {'route':>7} {'tell':>7} "
-              f"{'setup s':>8} {'peak MB':>8}")
+    header = (f"{'grid':>10} {'cover':>6} {'batch':>6} {'median ms':>10} {'p95 ms':>8} {'ask':>7} {'route':>7} "
+              f"{'tell':>7} {'setup s':>8} {'peak MB':>8}")
     print(header)
     for size in args.sizes.split(","):
         for cov in args.coverages.split(","):
@@ -87,7 +94,7 @@ def main() -> None:
                 print(f"{size:>10} {float(cov):>6.0%}  failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(out.stdout)
-            print(f"{r['grid']:>10} {r['coverage']:>6.0%} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} "
+            print(f"{r['grid']:>10} {r['coverage']:>6.0%} {r['batch']:>6} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} "
                   f"{r['ask_ms']:>7.1f} {r['route_ms']:>7.1f} {r['tell_ms']:>7.1f} {r['setup_s']:>8.1f} "
                   f"{r['peak_mb']:>8.0f}", flush=True)
 

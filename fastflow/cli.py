@@ -60,6 +60,7 @@ def scan(
     erd_stop: Annotated[Optional[float], typer.Option(help="FAST: stop when the total ERD falls below this fraction of its start.")] = None,
     fill: Annotated[Optional[str], typer.Option(help="FAST: share of each batch from fill picks (the interlaced lattice of the stop coverage, then farthest-point), or 'auto' (set from the measured payoff of ERD picks) [default: auto].")] = None,
     cost: Annotated[Optional[str], typer.Option(help="FAST: the time model its choices weigh: 'auto' (the instrument's --timing; point-wise on EPICS without one), 'off' (point-wise FAST, as in the paper), a preset or a JSON file from `fastflow timing fit` [default: auto].", show_default=False)] = None,
+    segments: Annotated[Optional[str], typer.Option(help="FAST on a travel-bound instrument that flies: 'auto' (measure flown row segments) or 'off' (tours of points) [default: auto].", show_default=False)] = None,
     roi: Annotated[Optional[str], typer.Option(help="Measure only inside this region: a mask file (.png/.tif/.npy, nonzero inside), a .json polygon file, or a polygon 'x,y; x,y; x,y' in grid pixels. Coverage counts its pixels.", show_default=False)] = None,
     no_go: Annotated[Optional[list[str]], typer.Option(help="Never measure inside this region (same forms as --roi); repeat for several. The report says how far the stage route crossed them.", show_default=False)] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the run to Tiled (a server given by --tiled-uri or $FASTFLOW_TILED_URI, else the data folder's local catalog).")] = True,
@@ -85,7 +86,7 @@ def scan(
     else:
         options = {"model": str(model) if model is not None else None, "initial_coverage": initial_coverage,
                    "initial": initial, "diversity": diversity, "proximity": proximity, "explore": explore, "erd_stop": erd_stop,
-                   "fill": _fill(fill), "cost": cost}
+                   "fill": _fill(fill), "cost": cost, "segments": segments}
         options = {k: v for k, v in options.items() if v is not None}
         if sample is None and instrument == "simulated":
             sample = "flakes"

@@ -62,7 +62,7 @@ def simulate(
     indices, values, rows = [], [], []
     for target in targets:
         while sampler.n_measured < target and not sampler.done:
-            batch = sampler.ask(min(batch_size, target - sampler.n_measured))
+            batch = sampler.ask(min(max(batch_size, sampler.min_batch), target - sampler.n_measured))
             if len(batch) == 0:
                 break
             if route:

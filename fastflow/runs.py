@@ -51,7 +51,7 @@ INSTRUMENTS = ("simulated", "epics")
 
 #: Options of the FAST sampler that a configuration may carry.
 FAST_OPTIONS = ("model", "initial_coverage", "initial", "diversity", "proximity", "explore", "erd_stop", "fill", "fill_floor",
-                "fill_gain", "cost")
+                "fill_gain", "cost", "segments")
 
 
 def runs_root() -> Path:

@@ -415,7 +415,7 @@ def run_scan(
         n_known = sampler.n_inside + sampler.n_pending
         if n_known >= target() or sampler.done:
             return None
-        limit = min(batch_size, target() - n_known)
+        limit = min(max(batch_size, sampler.min_batch), target() - n_known)
         upcoming = next_snapshot()
         if upcoming is not None and upcoming > n_known:
             limit = min(limit, upcoming - n_known)

@@ -110,6 +110,9 @@ class BaseSampler:
     family = "static"
     """``static`` (a pattern fixed in advance) or ``adaptive`` (chosen from the values): which calibration of
     the error estimate applies (:mod:`fastflow.errorest`)."""
+    min_batch = 1
+    """The fewest points a batch should ask for: scan loops ask for ``max(batch_size, min_batch)`` (a sampler
+    of flown segments asks for a row's worth, which amortises each segment's settle and line overhead)."""
 
     def __init__(self, grid: ScanGrid) -> None:
         if not isinstance(grid, ScanGrid):

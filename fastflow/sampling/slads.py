@@ -583,11 +583,15 @@ def make_fast_sampler(grid: ScanGrid, *, coverage: float = 1.0, seed: int | None
     is travel-bound on ``grid`` (a far point costs more than two raster pixels, :meth:`TimeModel.costs
     <fastflow.timing.TimeModel.costs>`) this makes the cost-aware FAST of :mod:`fastflow.sampling.costaware`;
     where it is dwell-bound, far points cost about what near ones do and point-wise FAST is the cost-aware
-    choice. ``None`` or ``"off"``: point-wise FAST.
+    choice. ``None`` or ``"off"``: point-wise FAST. On a travel-bound model that flies (``raster="fly"``) it
+    measures flown row segments (:mod:`fastflow.sampling.flying`) unless ``segments="off"``.
     """
     check_coverage(coverage)
     options.setdefault("target_coverage", coverage)
     cost = options.pop("cost", None)
+    segments = options.pop("segments", "auto")
+    if segments not in ("auto", "off"):
+        raise InputError(f"segments must be 'auto' or 'off'; got {segments!r}")
     seed = 0 if seed is None else int(seed)
     if cost is None or (isinstance(cost, str) and cost.strip().lower() == "off"):
         return FastSampler(grid, seed=seed, **options)
@@ -597,4 +601,8 @@ def make_fast_sampler(grid: ScanGrid, *, coverage: float = 1.0, seed: int | None
     model = load_time_model(cost).for_grid(grid)
     if model.costs(grid)["regime"] != "travel-bound":
         return FastSampler(grid, seed=seed, **options)
+    if segments == "auto" and model.raster == "fly":
+        from fastflow.sampling.flying import FlyingFastSampler
+
+        return FlyingFastSampler(grid, cost=model, seed=seed, **options)
     return CostAwareFastSampler(grid, cost=model, seed=seed, **options)
