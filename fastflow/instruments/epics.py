@@ -490,7 +490,7 @@ class EpicsInstrument:
                 if self._map.mode == "point":
                     self._measure_points(idx, positions, acc)
                 else:
-                    self._measure_list(positions, acc, fly_flags([f for f in flights if f.n > 1], len(idx)))
+                    self._measure_list(positions, acc, fly_flags(flights, len(idx)))
         except InstrumentError as exc:
             exc.partial = self._commit(acc)  # type: ignore[attr-defined]
             raise

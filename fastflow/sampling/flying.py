@@ -84,6 +84,7 @@ class FlyingFastSampler(CostAwareFastSampler):
         n_rows = int(np.clip(round(self.target_coverage * grid.size / len(cols)), 1, ny))
         rows = np.floor((np.arange(n_rows) + 0.5) * ny / n_rows).astype(np.int64)
         self._sweep, self._sweep_pos = serpentine((rows[:, None] * nx + cols[None, :]).ravel(), nx), 0
+        self._line_ends = np.r_[np.flatnonzero(np.diff(self._sweep // nx)) + 1, len(self._sweep)]
         self._on_lattice[:] = False
         self._on_lattice[self._sweep] = True
         self._spacing = float(min(ny / n_rows, kx))
@@ -114,7 +115,7 @@ class FlyingFastSampler(CostAwareFastSampler):
         chosen, segments = self._segments(n - len(filled), start)
         picked = np.concatenate([filled, chosen])
         self._kind[chosen], self._kind[filled] = 0, 1
-        self._block(picked)
+        self._block(chosen)                                # the fill is blocked already
         record = {"phase": "adaptive", "erd_max": float(self.erd.max()), "n_fill": int(len(filled)),
                   "fill_share": self.fill_share, "sweeping": sweeping,
                   "segments": [[int(k), int(step)] for k, step in segments]}
@@ -127,16 +128,15 @@ class FlyingFastSampler(CostAwareFastSampler):
         measurement are kept: on the line they cost one dwell, and leaving them out would split it."""
         out: list[np.ndarray] = []
         need = n
-        nx = self.grid.shape[1]
         while need > 0 and self._sweep_pos < len(self._sweep):
             pos = self._sweep_pos
-            end = pos + int(np.searchsorted(self._sweep[pos:] // nx != self._sweep[pos] // nx, True))
+            end = int(self._line_ends[np.searchsorted(self._line_ends, pos, side="right")])
             line = self._sweep[pos:end]
             free = line[np.isfinite(self._score[self._pad(line)])]    # measured ones too close would break it
             if len(free) > need and out:
                 break
             take = free[:need]
-            self._sweep_pos = end if len(take) == len(free) else pos + int(np.flatnonzero(self._sweep[pos:end] == take[-1])[0]) + 1
+            self._sweep_pos = end if len(take) == len(free) else pos + int(np.flatnonzero(line == take[-1])[0]) + 1
             out.append(take)
             need -= len(take)
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
